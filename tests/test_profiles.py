@@ -1,0 +1,38 @@
+import pytest
+
+from lacy.profiles import PROFILES, ConfigError, get_profile, parse_overrides, valid_keys
+
+
+def test_every_profile_validates():
+    for name in PROFILES:
+        get_profile(name).validate()
+
+
+def test_override_coerces_types():
+    p = get_profile("smoke", {"train.max_steps": "7", "train.lr": "0.5", "model.arch": "gpt2", "eval.sweep_rates": "0,0.5"})
+    assert p.train.max_steps == 7 and p.train.lr == 0.5 and p.model.arch == "gpt2"
+    assert p.eval.sweep_rates == (0.0, 0.5)
+    assert get_profile("smoke").train.max_steps != 7  # profiles are immutable
+
+
+@pytest.mark.parametrize(
+    "name, overrides, fragment",
+    [
+        ("laptop", {}, "valid choices: smoke, cpu, gpu"),
+        ("smoke", {"train.max_stepz": "1"}, "valid keys:"),
+        ("smoke", {"train": "1"}, "is a section"),
+        ("smoke", {"train.max_steps": "many"}, "expected a int"),
+        ("smoke", {"model.arch": "mamba"}, "valid choices: llama, gpt2"),
+        ("smoke", {"model.n_head": "3"}, "divisible"),
+    ],
+)
+def test_bad_input_is_refused_with_choices(name, overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        get_profile(name, overrides)
+
+
+def test_parse_overrides():
+    assert parse_overrides(["a.b=1", "c.d = x"]) == {"a.b": "1", "c.d": "x"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["oops"])
+    assert "train.call_fraction" in valid_keys()
