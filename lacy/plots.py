@@ -1,0 +1,97 @@
+"""Figures of the book: one style, one colour per method, and the figure functions of the chapters.
+
+Conventions for every figure function (chapter sections below add theirs):
+
+- create the figure with :func:`new_figure` (a plain :class:`matplotlib.figure.Figure`, not managed
+  by pyplot, so a notebook shows it exactly once: when the cell returns it), draw with seaborn or
+  matplotlib on its axes, end with :func:`finish`, and return the figure;
+- colour methods with :data:`METHOD_COLORS` (``palette=method_palette(...)`` for seaborn) so a
+  method has the same colour in every chapter;
+- axis labels name the quantity and its unit in parentheses: ``"call rate (% of tokens)"``,
+  ``"FactScore (0-100)"``, ``"loss (nats/token)"``; categorical axes name the category (``"method"``).
+
+:func:`set_style` is called once per chapter, in the cell after the ``parameters`` cell.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import matplotlib as mpl
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from lacy.provenance import in_ipython
+
+# --- style ----------------------------------------------------------------------------------------
+
+FIGURE_DPI = 110
+"""Resolution of figures shown in the book (also used when saving)."""
+
+# seaborn "colorblind" palette, fixed here so colours never depend on the order methods are plotted.
+METHOD_COLORS: dict[str, str] = {
+    "lacy": "#0173b2",
+    "loss": "#de8f05",
+    "facts": "#029e73",
+    "rho": "#d55e00",
+    "judge": "#cc78bc",
+    "random": "#ca9161",
+    "ignore": "#fbafe4",
+    "ignore_facts": "#56b4e9",
+    "standard": "#949494",
+    "helper alone": "#000000",
+    "SLM alone": "#8d7c00",
+}
+"""Colour of each training method (:data:`lacy.profiles.METHODS`) and of the two cascade endpoints."""
+
+METHOD_ORDER: tuple[str, ...] = tuple(METHOD_COLORS)
+"""Legend order: LaCy first, baselines next, the reference endpoints last."""
+
+
+def set_style() -> None:
+    """Apply the book's seaborn theme and figure resolution (call once per chapter).
+
+    In a notebook it also makes returned figures render as PNG: figures from :func:`new_figure` live
+    outside pyplot, so nothing else would register matplotlib's display hook.
+    """
+    if in_ipython():
+        # Importing the inline backend applies its own rcParams, so it must precede the theme.
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    sns.set_theme(context="notebook", style="whitegrid", palette=list(METHOD_COLORS.values()))
+    mpl.rcParams.update({"figure.dpi": FIGURE_DPI, "savefig.dpi": FIGURE_DPI, "savefig.bbox": "tight"})
+
+
+def method_palette(methods: Iterable[str]) -> dict[str, str]:
+    """``{method: colour}`` for seaborn's ``palette=``; unknown names raise with the known ones."""
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHOD_COLORS]
+    if unknown:
+        raise KeyError(f"no colour for {unknown}; known methods: {', '.join(METHOD_COLORS)} (add it to lacy.plots.METHOD_COLORS)")
+    return {m: METHOD_COLORS[m] for m in methods}
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """``methods`` sorted in :data:`METHOD_ORDER` (for seaborn's ``hue_order=`` / ``order=``)."""
+    present = set(methods)
+    method_palette(present)
+    return [m for m in METHOD_ORDER if m in present]
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (6.4, 4.0), **subplot_kw: Any) -> tuple[Figure, Any]:
+    """A figure outside pyplot and its axes (``Figure.subplots`` semantics: one Axes or an array)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
+
+
+def finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> Figure:
+    """Set a title and both axis labels (all required, non-empty) and return the axes' figure."""
+    missing = [name for name, text in (("title", title), ("xlabel", xlabel), ("ylabel", ylabel)) if not str(text).strip()]
+    if missing:
+        raise ValueError(f"figure needs a non-empty {', '.join(missing)}; label axes as 'quantity (unit)', e.g. 'call rate (% of tokens)'")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax.figure
