@@ -34,9 +34,9 @@ class WorldConfig:
     """The synthetic biography world (``lacy.data.synthbio``)."""
 
     n_people: int = 2000
-    zipf_exponent: float = 1.3  # biographies per person ~ Zipf(rank); larger = more heavy-tailed head
-    max_docs_per_person: int = 200
-    min_docs_per_person: int = 1
+    zipf_exponent: float = 0.7  # biographies per person ~ max_docs * rank**-zipf_exponent (heavy-tailed)
+    max_docs_per_person: int = 400
+    min_docs_per_person: int = 2
 
 
 @dataclass(frozen=True)
