@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
+
 import matplotlib as mpl
 import seaborn as sns
 from matplotlib.axes import Axes
@@ -95,3 +97,25 @@ def finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> Figure:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     return ax.figure
+
+
+# --- chapter 1: data --------------------------------------------------------------------------------
+
+
+def exposure_plot(exposure) -> Figure:
+    """Biographies per person against the person's rank, log-log (the heavy-tailed exposure law)."""
+    fig, ax = new_figure()
+    sns.lineplot(data=exposure, x="rank", y="biographies", ax=ax, drawstyle="steps-post")
+    ax.set(xscale="log", yscale="log")
+    return finish(ax, "synthbio: how often each person is written about", "person rank (1 = most frequent)",
+                  "biographies per person (count)")
+
+
+def length_histogram(lengths_by_corpus: dict) -> Figure:
+    """Histogram of document lengths, one panel per corpus."""
+    fig, axes = new_figure(1, len(lengths_by_corpus), figsize=(4.2 * len(lengths_by_corpus), 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, (corpus, lengths) in zip(axes, lengths_by_corpus.items()):
+        sns.histplot(lengths, bins=40, ax=ax)
+        finish(ax, f"{corpus}: document length", "document length (subword tokens)", "documents (count)")
+    return fig

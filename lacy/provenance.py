@@ -27,6 +27,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -122,6 +123,8 @@ def start(profile: str | Profile | None = None, seed: int | None = None) -> None
     the defaults of :func:`show` and :func:`save_results`.
     """
     _session.started = time.perf_counter()
+    # tqdm.auto warns once per kernel that ipywidgets is missing; text progress bars are what we want.
+    warnings.filterwarnings("ignore", message="IProgress not found")
     _session.profile = _profile_name(profile) if profile is not None else None
     _session.seed = seed
 
