@@ -119,3 +119,17 @@ def length_histogram(lengths_by_corpus: dict) -> Figure:
         sns.histplot(lengths, bins=40, ax=ax)
         finish(ax, f"{corpus}: document length", "document length (subword tokens)", "documents (count)")
     return fig
+
+
+# --- chapter 3: training ----------------------------------------------------------------------------
+
+
+def training_curve(curves, metric: str, title: str, ylabel: str, smooth: int = 5) -> Figure:
+    """One line per method of ``metric`` against the optimisation step (rolling mean over ``smooth`` logs)."""
+    frame = curves[curves["metric"] == metric].sort_values("step").copy()
+    frame["value"] = frame.groupby("method")["value"].transform(lambda v: v.rolling(smooth, min_periods=1).mean())
+    fig, ax = new_figure(figsize=(7.2, 4.2))
+    methods = method_order(frame["method"].unique())
+    sns.lineplot(data=frame, x="step", y="value", hue="method", hue_order=methods, palette=method_palette(methods), ax=ax)
+    ax.legend(title="method", fontsize="small", ncols=2)
+    return finish(ax, title, "optimisation step (count)", ylabel)
