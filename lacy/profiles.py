@@ -53,16 +53,16 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "llama"
-    d_model: int = 128
-    n_layer: int = 4
+    d_model: int = 96
+    n_layer: int = 3
     n_head: int = 4
-    d_ff: int = 512
+    d_ff: int = 384
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    max_steps: int = 1500
+    max_steps: int = 600
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -71,10 +71,10 @@ class TrainConfig:
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto" (bf16 autocast where supported), "32", "bf16-mixed", "16-mixed"
-    val_every: int = 250
+    val_every: int = 100
     val_batches: int = 8
     log_every: int = 10
-    ckpt_every: int = 250
+    ckpt_every: int = 200
     accelerator: str = "auto"
     devices: str = "1"
     strategy: str = "auto"
@@ -84,10 +84,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    n_subjects: int = 200
-    max_new_tokens: int = 64
+    n_subjects: int = 80
+    max_new_tokens: int = 48
     budget: float = 0.22  # the paper's main call budget
-    sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.22, 0.4, 0.6, 0.8, 1.0)
     gamma: int = 10  # FActScore length penalty
     calibration_docs: int = 64
 
@@ -101,13 +101,18 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # The synthbio helper: a bigger LM trained with ``standard`` on the same world.
-    helper_model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=256, n_layer=6, n_head=8, d_ff=1024))
-    helper_train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=3000))
+    helper_model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=192, n_layer=4, n_head=6, d_ff=768))
+    helper_train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1000, lr=2e-3))
     # The vitalwiki LM helper on GPU: any hub causal LM id (needs network once, outside lacy).
     hub_helper: str = "meta-llama/Llama-3.2-1B-Instruct"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def as_helper(self) -> "Profile":
+        """This profile with the helper's model and training settings: the synthbio LM helper is a
+        bigger ``standard`` model trained on the same world (design.md §4)."""
+        return replace(self, model=self.helper_model, train=self.helper_train)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
