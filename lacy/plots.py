@@ -133,3 +133,102 @@ def training_curve(curves, metric: str, title: str, ylabel: str, smooth: int = 5
     sns.lineplot(data=frame, x="step", y="value", hue="method", hue_order=methods, palette=method_palette(methods), ax=ax)
     ax.legend(title="method", fontsize="small", ncols=2)
     return finish(ax, title, "optimisation step (count)", ylabel)
+
+
+# --- chapter 4: cascade -----------------------------------------------------------------------------
+
+HELPER_ALONE = "helper alone"
+"""``method`` label of the helper-alone endpoint (call rate 100%) in a sweep frame."""
+
+
+def factscore_vs_call_rate(sweep, title: str = "FactScore of the cascade against its call rate") -> Figure:
+    """FactScore (0-100) against the achieved call rate (%), one line per method, one panel per helper.
+
+    ``sweep`` is a tidy frame with ``helper, method, call_rate, factscore`` (fractions, as
+    :func:`lacy.evaluate.run.sweep` returns them). The SLM-alone points (target rate 0) are squares;
+    rows whose method is :data:`HELPER_ALONE` are drawn as a black star with a dotted level line.
+    """
+    frame = sweep.assign(call_pct=100 * sweep["call_rate"], score=100 * sweep["factscore"].astype(float))
+    helpers = list(dict.fromkeys(frame["helper"]))
+    fig, axes = new_figure(1, len(helpers), figsize=(5.6 * len(helpers), 4.2), sharey=True, squeeze=False)
+    curves = frame[frame["method"] != HELPER_ALONE]
+    methods = method_order(curves["method"].unique())
+    palette = method_palette(methods)
+    for ax, helper in zip(axes[0], helpers):
+        panel = curves[curves["helper"] == helper].sort_values("call_pct")
+        sns.lineplot(data=panel, x="call_pct", y="score", hue="method", hue_order=methods, palette=palette,
+                     marker="o", ax=ax, legend=ax is axes[0][0])
+        alone = panel[panel["target_rate"] == 0]
+        ax.scatter(alone["call_pct"], alone["score"], marker="s", s=60, c=[palette[m] for m in alone["method"]],
+                   edgecolors="black", zorder=3, label="SLM alone (0%)")
+        top = frame[(frame["method"] == HELPER_ALONE) & (frame["helper"] == helper)]
+        if not top.empty:
+            ax.axhline(top["score"].mean(), color=METHOD_COLORS[HELPER_ALONE], linestyle=":", linewidth=1)
+            ax.scatter(top["call_pct"], top["score"], marker="*", s=160, color=METHOD_COLORS[HELPER_ALONE], zorder=3,
+                       label="helper alone (100%)")
+        ax.set_xlim(-3, 103)
+        finish(ax, f"{title}\nhelper: {helper}", "achieved call rate (% of SLM steps)", "FactScore (0-100)")
+    handles, labels = [], []
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="method")
+    return fig
+
+
+def method_bars(frame, y: str, title: str, ylabel: str, *, hue: str | None = None, col: str | None = None) -> Figure:
+    """Bars of ``y`` per method (x axis, in :data:`METHOD_ORDER`), optionally split by ``hue`` and with one
+    panel per value of ``col``. Methods are coloured by :data:`METHOD_COLORS` when there is no ``hue``."""
+    panels = list(dict.fromkeys(frame[col])) if col else [None]
+    fig, axes = new_figure(1, len(panels), figsize=(max(5.0, 0.8 * frame["method"].nunique()) * len(panels) ** 0.8 + 1, 4.0),
+                           sharey=True, squeeze=False)
+    methods = method_order(frame["method"].unique())
+    for ax, panel in zip(axes[0], panels):
+        data = frame if panel is None else frame[frame[col] == panel]
+        if hue:
+            sns.barplot(data=data, x="method", y=y, hue=hue, order=methods, ax=ax)
+            ax.legend(title=hue, fontsize="small")
+        else:
+            sns.barplot(data=data, x="method", y=y, hue="method", order=methods, hue_order=methods,
+                        palette=method_palette(methods), legend=False, ax=ax)
+        ax.tick_params(axis="x", labelrotation=30)
+        finish(ax, title if panel is None else f"{title}\n{col}: {panel}", "method", ylabel)
+    return fig
+
+
+# --- chapter 2: loss is not enough ------------------------------------------------------------------
+
+SIGNAL_COLORS: dict[str, str] = {"loss": "#de8f05", "proxy": "#029e73", "loss_x_proxy": "#0173b2", "gold": "#000000"}
+"""Colour of each §3 token predictor (:func:`lacy.evaluate.signals.signal_table`); ``gold`` is the oracle."""
+
+
+def _signal_panels(curves, x: str, y: str, title: str, xlabel: str, ylabel: str, chance, drawstyle: str) -> Figure:
+    """One panel per target, one line per predictor (the oracle dashed); ``chance(ax, target)`` draws the baseline."""
+    targets = list(dict.fromkeys(curves["target"]))
+    fig, axes = new_figure(1, len(targets), figsize=(4.6 * len(targets), 4.2), squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for predictor, curve in curves[curves["target"] == target].groupby("predictor", sort=False):
+            ax.plot(curve[x], curve[y], color=SIGNAL_COLORS[predictor], label=predictor, drawstyle=drawstyle,
+                    linestyle="--" if predictor == "gold" else "-")
+        chance(ax, target)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02))
+        ax.legend(title="predictor", fontsize="small")
+        finish(ax, f"{title}: {target}", xlabel, ylabel)
+    return fig
+
+
+def signal_roc(curves) -> Figure:
+    """ROC curves of the token predictors, one panel per target (``roc_curves`` output)."""
+    return _signal_panels(curves, "fpr", "tpr", "ROC", "false positive rate (fraction)", "true positive rate (fraction)",
+                          lambda ax, target: ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, label="chance"), "default")
+
+
+def signal_pr(curves, base_rates: dict[str, float]) -> Figure:
+    """Precision-recall curves of the token predictors, one panel per target (``pr_curves`` output);
+    ``base_rates[target]`` (the precision of chance) is drawn as a horizontal line."""
+    return _signal_panels(curves, "recall", "precision", "Precision-recall", "recall (fraction)", "precision (fraction)",
+                          lambda ax, target: ax.axhline(base_rates[target], color="0.6", linewidth=0.8, label="chance"), "steps-pre")

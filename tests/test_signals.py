@@ -12,6 +12,8 @@ from sklearn.metrics import average_precision_score
 
 from lacy.evaluate.signals import (
     high_loss_acceptable_examples,
+    mismatch_breakdown,
+    pr_curves,
     reference_topk_acceptability,
     roc_curves,
     signal_table,
@@ -181,3 +183,41 @@ def test_high_loss_acceptable_examples(hand_frame):
     assert examples["loss"].tolist() == sorted(pool["loss"], reverse=True)[:5]
     with pytest.raises(ValueError, match="acceptability"):
         high_loss_acceptable_examples(hand_frame.drop(columns=["acceptable", "unacceptable"]))
+
+
+def test_pr_curves_integrate_to_auprc(hand_frame):
+    curves = pr_curves(hand_frame)
+    assert list(curves.columns) == ["target", "predictor", "recall", "precision"]
+    table = signal_table(hand_frame).set_index(["target", "predictor"])
+    for key, curve in curves.groupby(["target", "predictor"]):
+        recall, precision = curve["recall"].to_numpy(), curve["precision"].to_numpy()
+        assert recall[0] == 0 and recall[-1] == 1 and np.all(np.diff(recall) >= 0)
+        # average precision is the step integral of precision over recall
+        assert np.sum(np.diff(recall) * precision[1:]) == pytest.approx(table.loc[key, "auprc"])
+
+
+def test_mismatch_breakdown_counts(hand_frame):
+    table = mismatch_breakdown(hand_frame)
+    assert list(table.index) == ["fact", "non-fact", "all"]
+    for label, part in (("fact", hand_frame[hand_frame["proxy"]]), ("non-fact", hand_frame[~hand_frame["proxy"]]), ("all", hand_frame)):
+        row = table.loc[label]
+        assert row["tokens"] == len(part)
+        assert row["mismatches"] == part["mismatch"].sum()
+        assert row["acceptable_share"] == pytest.approx(part.loc[part["mismatch"], "acceptable"].mean())
+        assert row["unacceptable_rate"] == pytest.approx((part["mismatch"] & ~part["acceptable"]).mean())
+    assert list(mismatch_breakdown(hand_frame, by="gold").index) == ["fact", "non-fact", "all"]
+    with pytest.raises(ValueError, match="acceptability"):
+        mismatch_breakdown(hand_frame.drop(columns=["acceptable", "unacceptable"]))
+    with pytest.raises(ValueError, match="proxy"):
+        mismatch_breakdown(hand_frame, by="loss")
+
+
+def test_signal_plots_one_panel_per_target(hand_frame):
+    from lacy import plots
+
+    rates = signal_table(hand_frame).groupby("target")["base_rate"].first().to_dict()
+    for fig in (plots.signal_roc(roc_curves(hand_frame)), plots.signal_pr(pr_curves(hand_frame), rates)):
+        assert [ax.get_title().split(": ")[-1] for ax in fig.axes] == ["mismatch", "unacceptable"]
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel()
+            assert {"loss", "proxy", "loss_x_proxy", "gold", "chance"} <= {t.get_text() for t in ax.get_legend().get_texts()}

@@ -16,7 +16,8 @@ Acceptability here:
   the prediction is acceptable when a reference model ranks it among its top-k continuations.
 
 :func:`signal_table` scores each predictor (loss, spaCy proxy, loss × proxy, the gold fact flag as an
-oracle) by AUROC and AUPRC against both targets.
+oracle) by AUROC and AUPRC against both targets; :func:`roc_curves` and :func:`pr_curves` give the curves
+behind them, :func:`mismatch_breakdown` the share of mismatches that are acceptable, fact vs non-fact.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -204,17 +205,64 @@ def signal_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["target", "predictor", "auroc", "auprc", "base_rate", "n", "oracle"])
 
 
-def roc_curves(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tidy ROC curves (``target, predictor, fpr, tpr``) of every predictor and target, for plotting."""
+def _curves(frame: pd.DataFrame, columns: tuple[str, str], curve: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Tidy ``target, predictor, *columns`` points of ``curve(y, score)`` for every predictor and two-class target."""
     parts = []
     for target in _targets(frame):
         y = frame[target].to_numpy(bool)
         if not 0 < y.sum() < len(y):
             continue
         for name, (score, _) in _predictors(frame).items():
-            fpr, tpr, _ = roc_curve(y, score)
-            parts.append(pd.DataFrame({"target": target, "predictor": name, "fpr": fpr, "tpr": tpr}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["target", "predictor", "fpr", "tpr"])
+            first, second = curve(y, score)
+            parts.append(pd.DataFrame({"target": target, "predictor": name, columns[0]: first, columns[1]: second}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["target", "predictor", *columns])
+
+
+def roc_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tidy ROC curves (``target, predictor, fpr, tpr``) of every predictor and target, for plotting."""
+    return _curves(frame, ("fpr", "tpr"), lambda y, score: roc_curve(y, score)[:2])
+
+
+def pr_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tidy precision-recall curves (``target, predictor, recall, precision``) of every predictor and target.
+
+    The paper's §3 reports AUPRC next to AUROC because unacceptable tokens are rare: a predictor's
+    precision is compared with the target's base rate (:func:`signal_table`), the precision of chance.
+    Points run from recall 0 to 1 (sklearn's order reversed).
+    """
+
+    def curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        precision, recall, _ = precision_recall_curve(y, score)
+        return recall[::-1], precision[::-1]
+
+    return _curves(frame, ("recall", "precision"), curve)
+
+
+def mismatch_breakdown(frame: pd.DataFrame, by: str = "proxy") -> pd.DataFrame:
+    """How mismatches split into acceptable and unacceptable, per value of the flag ``by`` (paper §3).
+
+    One row per flag value (``by`` = ``proxy``: the spaCy fact flag; ``gold``: the gold fact flag) and
+    an ``all`` row. Columns: ``tokens``, ``mismatches``, ``mismatch_rate`` (of tokens),
+    ``acceptable_share`` (of mismatches: mismatches that are acceptable alternatives) and
+    ``unacceptable_rate`` (of tokens).
+    """
+    if "acceptable" not in frame.columns:
+        raise ValueError("the frame has no acceptability labels; build it with world= (synthbio) or acceptable= (a judge)")
+    if by not in ("proxy", "gold"):
+        raise ValueError(f"by must be 'proxy' or 'gold', got {by!r}")
+    flag = frame[by].to_numpy(bool)
+    rows = []
+    for label, part in (("fact", frame[flag]), ("non-fact", frame[~flag]), ("all", frame)):
+        mismatches = int(part["mismatch"].sum())
+        rows.append({
+            by: label,
+            "tokens": len(part),
+            "mismatches": mismatches,
+            "mismatch_rate": mismatches / len(part) if len(part) else np.nan,
+            "acceptable_share": float((part["mismatch"] & part["acceptable"]).sum() / mismatches) if mismatches else np.nan,
+            "unacceptable_rate": float(part["unacceptable"].mean()) if len(part) else np.nan,
+        })
+    return pd.DataFrame(rows).set_index(by)
 
 
 def high_loss_acceptable_examples(frame: pd.DataFrame, k: int = 10) -> pd.DataFrame:
