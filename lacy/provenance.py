@@ -328,10 +328,10 @@ def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.Da
         at_budget = pd.to_numeric(factscore["budget"], errors="coerce")
         factscore = factscore[np.isclose(at_budget, budget) | at_budget.isna()]
     if not factscore.empty:
-        tables[f"FactScore at a {budget:.0%} call budget"] = _pivot(factscore, "method", "corpus")
+        tables[f"FactScore at a {budget:.0%} call budget"] = _pivot(factscore, ["method", "helper"], "corpus")
     auroc = tidy[metric.str.contains("auroc")]
     if not auroc.empty:
-        tables["AUROC of the token signals"] = _pivot(auroc, "signal", "corpus")
+        tables["AUROC of the token signals"] = _pivot(auroc, ["signal", "target"], "corpus")
     ratios = tidy[metric.str.contains("ratio")]
     if not ratios.empty:
         tables["Benchmark ratios"] = ratios.dropna(axis=1, how="all").reset_index(drop=True)
@@ -341,13 +341,17 @@ def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.Da
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _pivot(frame: pd.DataFrame, index: str, columns: str) -> pd.DataFrame:
+def _pivot(frame: pd.DataFrame, index: list[str], columns: str) -> pd.DataFrame:
+    """Pivot ``value`` to ``index`` (the listed columns that exist) × ``columns`` (else × chapter).
+
+    Every identifying column that exists is kept in the index, so unrelated numbers (say AUROCs for
+    different targets) are never averaged together."""
     frame = frame.dropna(axis=1, how="all")
-    if index in frame.columns and columns in frame.columns:
-        return frame.pivot_table(index=index, columns=columns, values="value", aggfunc="mean")
-    if index in frame.columns:
-        return frame.pivot_table(index=index, columns="chapter", values="value", aggfunc="mean")
-    return frame.reset_index(drop=True)
+    present = [c for c in index if c in frame.columns]
+    if not present:
+        return frame.reset_index(drop=True)
+    return frame.pivot_table(index=present, columns=columns if columns in frame.columns else "chapter",
+                             values="value", aggfunc="mean")
 
 
 def _tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
