@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -351,6 +352,40 @@ def generation_frame(chosen: Sequence[Subject], generations: Sequence["Generatio
     return pd.concat([frame, scores[[c for c in scores.columns if c not in frame.columns]]], axis=1)
 
 
+HELPER_SHADE = "#ffd8a8"
+"""Background colour of helper-written text in :func:`generations_html`."""
+
+
+def marked_html(marked: str, open_mark: str = "[[", close_mark: str = "]]") -> str:
+    """HTML of a marked generation (:meth:`lacy.cascade.decoder.Generation.marked`): text escaped,
+    helper spans shaded with :data:`HELPER_SHADE`."""
+    import html
+
+    pattern = re.compile(re.escape(open_mark) + "(.*?)" + re.escape(close_mark), re.DOTALL)
+    pieces, end = [], 0
+    for match in pattern.finditer(marked):
+        pieces.append(html.escape(marked[end:match.start()]))
+        pieces.append(f'<span style="background:{HELPER_SHADE}">{html.escape(match.group(1))}</span>')
+        end = match.end()
+    pieces.append(html.escape(marked[end:]))
+    return "".join(pieces)
+
+
+def generations_html(frame: pd.DataFrame, label_columns: Sequence[str] = ("subject", "frequency")) -> str:
+    """An HTML table of generations (rows of :func:`generation_frame`, or any frame with ``prompt`` and
+    ``marked``): the ``label_columns``, then the prompt in bold followed by the continuation with helper
+    text shaded (paper §5, cascade examples)."""
+    import html
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in (*label_columns, "generation (helper text shaded)"))
+    rows = [
+        "<tr>" + "".join(f"<td>{html.escape(str(row[c]))}</td>" for c in label_columns)
+        + f'<td style="text-align:left"><b>{html.escape(str(row["prompt"]))}</b>{marked_html(str(row["marked"]))}</td></tr>'
+        for _, row in frame.iterrows()
+    ]
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 # --------------------------------------------------------------------------------------------------
 # Public entry points (CLI: lacy generate | evaluate | sweep)
 # --------------------------------------------------------------------------------------------------
@@ -434,20 +469,21 @@ def flops_per_token(tokenizer: Any, generations: Sequence["Generation"], n_slm: 
 
 def sweep(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, helper: str = "doc",
           rates: Sequence[float] | None = None, cache_root: str | Path | None = None,
-          subjects: Sequence[Subject] | None = None, progress: bool = False) -> pd.DataFrame:
+          subjects: Sequence[Subject] | None = None, progress: bool = False, device: str = "cpu") -> pd.DataFrame:
     """FactScore against the calibrated call rate (Co-LLM style; paper §5's 22% → 80% comparison).
 
     For each target rate (default ``profile.eval.sweep_rates``) the threshold τ comes from
     :func:`thresholds_for_rates` on held-out text and the cascade runs with a fixed-threshold policy.
     One tidy row per rate: ``target_rate, tau, factscore, respond_ratio, facts_per_response,
     call_rate`` (achieved), ``unresolved_calls, helper_tokens, slm_tokens, seconds, flops_per_token``
-    (:func:`flops_per_token`), ``method`` (from the run's summary.json) and ``helper``.
+    (:func:`flops_per_token`), ``method`` (from the run's summary.json) and ``helper``. An LM helper runs
+    on ``device``.
     """
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
     chosen = list(subjects) if subjects is not None else ctx.subjects()
     rates = tuple(profile.eval.sweep_rates if rates is None else rates)
     thresholds = thresholds_for_rates(ctx.calibration, rates)
-    helper_obj = ctx.helper(helper)
+    helper_obj = ctx.helper(helper, device=device)
     from lacy.train.model import count_parameters
 
     n_slm, n_helper = count_parameters(ctx.model), helper_parameter_count(helper_obj)
