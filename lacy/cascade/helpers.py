@@ -14,9 +14,11 @@ token can become several SLM tokens. Here a helper is anything that continues a 
 
 from __future__ import annotations
 
+
 import functools
 import importlib.util
 import inspect
+import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -363,12 +365,16 @@ def _looks_like_path(location: str) -> bool:
     return location.startswith(("/", ".", "~")) or location.endswith("/") or location.count("/") > 1
 
 
+REMOTE_API_KEY_ENV = "LACY_HELPER_API_KEY"
+
+
 def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = None, device: str = "cpu") -> Helper:
     """A helper from a spec string.
 
     ``doc`` (needs ``documents``: subject → reference texts), ``hf:PATH_OR_ID`` (a model folder or a
     hub id in the local cache), ``smollm2`` (the offline GGUF), ``http(s)://HOST:PORT[/v1]`` (an
-    OpenAI-compatible completions server, e.g. ``lacy serve``).
+    OpenAI-compatible completions server, e.g. ``lacy serve``; its bearer token, if any, is read from
+    ``$LACY_HELPER_API_KEY``).
     """
     valid = f"valid helper specs: {', '.join(HELPER_SPECS)}"
     if spec == "doc":
@@ -380,7 +386,8 @@ def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = N
     if spec.startswith(("http://", "https://")):
         from lacy.cascade.remote import RemoteHelper
 
-        return RemoteHelper(spec)
+        # A bearer token for the server comes from the environment, never from the command line.
+        return RemoteHelper(spec, api_key=os.environ.get(REMOTE_API_KEY_ENV) or None)
     if spec.startswith("hf:"):
         location = spec[3:]
         if not location:
