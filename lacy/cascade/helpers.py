@@ -14,7 +14,6 @@ token can become several SLM tokens. Here a helper is anything that continues a 
 
 from __future__ import annotations
 
-
 import functools
 import importlib.util
 import inspect
