@@ -1,0 +1,198 @@
+"""The LightningModule for selective-token pretraining (paper §4): a thin wrapper around pure parts.
+
+One training step: forward → per-token current loss (detached) → the method's selection rule
+(:mod:`lacy.train.selection`) → CALL-aware loss (:mod:`lacy.train.objective`) normalised by the
+global number of counted tokens. Validation reports the NLL of the real targets under the softmax
+renormalised without ``<CALL>`` — the quantity every method is compared on — over all valid tokens,
+fact tokens and non-fact tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lacy.profiles import METHODS, TrainConfig, check_choice
+from lacy.train.objective import masked_loss_sum, normalise_loss, token_losses, token_terms
+from lacy.train.selection import SELECTION_RULES, Judge
+
+ADAM_BETAS = (0.9, 0.95)  # the usual choice for LM pretraining (GPT-3, nanoGPT)
+
+
+def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Linear warm-up to 1 over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only, not on norms, biases or embeddings.
+
+    Embeddings are excluded because with tied weights the output layer is the embedding: decaying
+    it would shrink rare tokens' vectors toward zero between their (rare) updates.
+    """
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():  # shared (tied) parameters are yielded once
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or id(param) in embedding_ids else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class LacyLM(L.LightningModule):
+    """Pretrains ``model`` (a Hugging Face causal LM) with the token-selection ``method``.
+
+    ``judge`` computes the ``unacceptable`` mask for ``method="judge"``
+    (:func:`lacy.train.selection.exact_judge` or :func:`~lacy.train.selection.reference_judge`).
+    ``method="rho"`` needs ``ref_loss`` in the batches. ``seed`` drives the ``random`` rule, whose
+    draw at each step depends only on (seed, global step, rank), so resumed and distributed runs
+    stay reproducible.
+    """
+
+    def __init__(self, model: torch.nn.Module, method: str, call_id: int, train_cfg: TrainConfig,
+                 judge: Judge | None = None, seed: int = 0):
+        super().__init__()
+        check_choice("method", method, METHODS)
+        if method == "judge" and judge is None:
+            raise ValueError("method='judge' needs a judge: lacy.train.selection.exact_judge (synthbio) "
+                             "or reference_judge (vitalwiki)")
+        self.model = model
+        self.method = method
+        self.rule = SELECTION_RULES[method]
+        self.call_id = call_id
+        self.cfg = train_cfg
+        self.judge = judge
+        self.seed = seed
+        # [call, counted, valid] target tokens over the whole run (for the summary); kept as a plain
+        # tensor, not a buffer, because DDP broadcasts buffers from rank 0.
+        self.token_totals = torch.zeros(3, dtype=torch.long)
+        self._val_sums = torch.zeros(6, dtype=torch.float64)
+        self._last_step_time: float | None = None
+        self.start_step = 0  # global step this session started from (> 0 when resumed)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.model(input_ids=input_ids).logits
+
+    def setup(self, stage: str) -> None:
+        # Spawn-style strategies pass this module to worker processes with its tensors in shared
+        # memory; the run totals must be private to each process.
+        self.token_totals = self.token_totals.clone()
+
+    # ---- training ---------------------------------------------------------------------------
+    def _selection_generator(self) -> torch.Generator | None:
+        if self.method != "random":
+            return None
+        return torch.Generator().manual_seed(hash((self.seed, self.global_step, self.global_rank)) % 2**63)
+
+    def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training loss of one batch and per-step statistics (local to this rank)."""
+        logits = self(batch["input_ids"])
+        terms = token_terms(logits, batch["targets"], self.call_id)
+        current = terms.learn.detach()
+        valid, fact = batch["valid"], batch["fact"]
+        selection = self.rule(
+            current, valid, fact, fraction=self.cfg.call_fraction, granularity=self.cfg.granularity,
+            ref_loss=batch.get("ref_loss"),
+            unacceptable=self.judge(batch, logits, self.call_id) if self.method == "judge" else None,
+            generator=self._selection_generator(),
+        )
+        loss_sum, n_counted = masked_loss_sum(terms, selection.call, selection.learn)
+        n_call, n_learn = selection.call.sum(), selection.learn.sum()
+        selected = valid & ~selection.learn  # taken out of learning: <CALL> targets or ignored
+        n_selected = selected.sum()
+        stats = {
+            "n_call": n_call, "n_counted": n_counted, "n_valid": valid.sum(),
+            "learn_loss": torch.where(selection.learn, current, 0.0).sum() / n_learn.clamp_min(1),
+            "call_fraction": n_call / n_counted.clamp_min(1),
+            "selected_loss": torch.where(selected, current, 0.0).sum() / n_selected if n_selected else current.new_tensor(math.nan),
+        }
+        return normalise_loss(loss_sum, n_counted), stats
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        loss, stats = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise RuntimeError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, batch index "
+                f"{batch_idx} (method {self.method!r}); training stopped. Lower train.lr, raise "
+                f"train.warmup_steps, or use train.precision=32")
+        totals = torch.stack([stats["n_call"], stats["n_counted"], stats["n_valid"]]).cpu()
+        self.token_totals += totals
+        now = time.perf_counter()
+        metrics = {
+            "train/loss": stats["learn_loss"], "train/call_fraction": stats["call_fraction"],
+            "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        if self.method != "standard":
+            metrics["train/selected_loss"] = stats["selected_loss"]
+        if self._last_step_time is not None:
+            tokens = batch["input_ids"].numel() * self.trainer.world_size
+            metrics["train/tokens_per_s"] = tokens / (now - self._last_step_time)
+        self._last_step_time = now
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch["input_ids"].shape[0])
+        self.log("train/objective", loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
+                 batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_train_start(self) -> None:
+        self._last_step_time = None
+        self.start_step = self.global_step
+
+    def on_train_end(self) -> None:
+        # callback_metrics is what Lightning hands back to the main process after spawn-style
+        # strategies (ddp_spawn, ddp_notebook), so the run summary can be written there.
+        totals = self.global_token_totals()
+        self.trainer.callback_metrics.update({
+            "run/call_tokens": totals[0], "run/counted_tokens": totals[1], "run/valid_tokens": totals[2],
+            "run/start_step": torch.tensor(self.start_step), "run/end_step": torch.tensor(self.global_step),
+        })
+
+    # ---- validation -------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(6, dtype=torch.float64, device=self.device)
+        self._last_step_time = None  # keep validation time out of train/tokens_per_s
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        nll = token_losses(self(batch["input_ids"]), batch["targets"], self.call_id).double()
+        valid, fact = batch["valid"], batch["fact"]
+        parts = []
+        for mask in (valid, valid & fact, valid & ~fact):
+            parts += [torch.where(mask, nll, 0.0).sum(), mask.sum().double()]
+        self._val_sums += torch.stack(parts)
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums.clone(), reduce_op="sum")
+        loss, loss_fact, loss_nonfact = (sums[i] / sums[i + 1] if sums[i + 1] > 0 else sums.new_tensor(math.nan) for i in (0, 2, 4))
+        # Already global (token-weighted over all ranks); sync_dist only averages identical values.
+        self.log_dict({"val/loss": loss.float(), "val/loss_fact": loss_fact.float(), "val/loss_nonfact": loss_nonfact.float()},
+                      on_step=False, on_epoch=True, sync_dist=True)
+
+    # ---- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=ADAM_BETAS)
+        schedule = partial(lr_multiplier, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- run totals survive resumption ------------------------------------------------------
+    def global_token_totals(self) -> Tensor:
+        """``[call, counted, valid]`` target tokens trained so far, summed over ranks (collective)."""
+        # A copy: DDP's reduce is an in-place all_reduce.
+        return self.trainer.strategy.reduce(self.token_totals.to(self.device, copy=True), reduce_op="sum").cpu()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lacy_token_totals"] = self.global_token_totals().tolist()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = torch.tensor(checkpoint.get("lacy_token_totals", [0, 0, 0]), dtype=torch.long)
+        # The saved totals are global; keep them on one rank so the next global sum counts them once.
+        self.token_totals = saved if self.global_rank == 0 else torch.zeros_like(saved)

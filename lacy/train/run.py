@@ -1,0 +1,287 @@
+"""Training orchestration used by the CLI (``lacy train``) and the book.
+
+:func:`train` builds the data, the model and a Lightning Trainer from a profile, trains with
+checkpointing and exact resumption, and writes a run folder::
+
+    <out>/model/          the exported model + tokenizer (save_pretrained, safetensors)
+    <out>/metrics.csv     one row per logged step (train/*, lr, val/*)
+    <out>/summary.json    method, corpus, profile, seed, sizes, final losses, throughput, config
+    <out>/checkpoints/    last.ckpt (resumed automatically) and periodic checkpoints
+    <out>/logs/           raw Lightning CSV logs, one version per session
+
+:func:`get_or_train` is the run cache the chapters share: the same (corpus, method, profile, seed)
+trains once and is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, Sampler
+
+from lacy.data.cache import sha256_file, save_npy_atomic, write_json_atomic
+from lacy.data.datamodule import LacyDataModule
+from lacy.profiles import CORPORA, METHODS, Profile, TrainConfig, check_choice
+from lacy.train.model import build_slm, count_parameters, cpu_supports_bf16, export_model, load_model, resolve_precision
+from lacy.train.module import LacyLM
+from lacy.train.objective import token_terms
+from lacy.train.selection import exact_judge, reference_judge
+
+REFERENCE_TOP_K = 5  # reference top-k next tokens for the vitalwiki model judge
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Endless training batches; the batch of global step ``s`` depends only on (seed, s, rank).
+
+    Each pass over the data is a fresh permutation seeded by (seed, pass number), split into
+    ``batch_size * world_size`` chunks (the last partial chunk is dropped) with rank ``r`` taking the
+    ``r``-th slice. Iteration starts at ``trainer.global_step``, so a run resumed from a checkpoint
+    sees exactly the batches an uninterrupted run would have seen (a plain shuffled DataLoader
+    restarts its epoch instead).
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, trainer: L.Trainer | None = None):
+        self.n_items, self.batch_size, self.seed, self.trainer = n_items, batch_size, seed, trainer
+
+    def _layout(self) -> tuple[int, int, int]:
+        if self.trainer is None:
+            return 0, 0, 1
+        return self.trainer.global_step, self.trainer.global_rank, self.trainer.world_size
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> list[int]:
+        per_pass = self.n_items // (self.batch_size * world_size)
+        if per_pass == 0:
+            raise ValueError(f"the training split has {self.n_items} windows, fewer than one global batch of "
+                             f"{self.batch_size} x {world_size} devices; lower train.batch_size or data.seq_len, "
+                             "or use a larger corpus (world.n_people / data.vitalwiki_max_docs)")
+        data_pass, position = divmod(step, per_pass)
+        order = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + data_pass))
+        start = (position * world_size + rank) * self.batch_size
+        return order[start : start + self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step, rank, world_size = self._layout()
+        while True:
+            yield self.batch(step, rank, world_size)
+            step += 1
+
+
+def resolve_accelerator(requested: str) -> str:
+    """``"auto"`` → ``"gpu"`` when CUDA is available, else ``"cpu"``; other values unchanged."""
+    if requested == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def profile_hash(profile: Profile) -> str:
+    """8 hex digits identifying every setting of ``profile`` (overrides included)."""
+    return hashlib.sha256(profile.to_json().encode()).hexdigest()[:8]
+
+
+def run_dir(corpus: str, method: str, profile: Profile, seed: int, root: str | Path = "runs") -> Path:
+    """``root/{corpus}-{method}-{profile}-s{seed}-{hash8}``: the run cache folder of one configuration."""
+    return Path(root) / f"{corpus}-{method}-{profile.name}-s{seed}-{profile_hash(profile)}"
+
+
+def get_or_train(corpus: str, method: str, profile: Profile, seed: int = 0, root: str | Path = "runs",
+                 cache_root: str | Path | None = None, reference: Path | None = None, progress: bool = True) -> Path:
+    """The run folder of (corpus, method, profile, seed): reused when its ``summary.json`` exists,
+    else trained now (resuming from its last checkpoint if an earlier attempt was interrupted)."""
+    out = run_dir(corpus, method, profile, seed, root)
+    if not (out / "summary.json").exists():
+        train(corpus, method, profile, seed, out, cache_root=cache_root, reference=reference, progress=progress)
+    return out
+
+
+@contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Silence Lightning's info lines and transformers' save bars (for chapters run with progress off)."""
+    if not enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    bars = hf_logging.is_progress_bar_enabled()
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        hf_logging.disable_progress_bar()
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def _deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the duration of a run only (Lightning would leave them on)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(enabled)
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path, cache_root: str | Path | None = None,
+          reference: Path | None = None, progress: bool = True, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Pretrain an SLM on ``corpus`` with the selection ``method`` and write the run folder ``out``.
+
+    Resumes from ``out/checkpoints/last.ckpt`` when it exists. ``reference`` is a model folder used
+    by ``rho`` (reference losses) and by ``judge`` on vitalwiki (reference top-k); by default a
+    ``standard`` run of the same corpus/profile/seed is trained or reused next to ``out``.
+    Extra Lightning ``callbacks`` are added to the Trainer. Returns the summary (also written to
+    ``out/summary.json``).
+    """
+    check_choice("corpus", corpus, CORPORA)
+    check_choice("method", method, METHODS)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tcfg = profile.train
+    accelerator = resolve_accelerator(tcfg.accelerator)
+
+    dm = LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root)
+    dm.prepare_data()
+    dm.setup("fit")
+    if method == "rho" or (method == "judge" and corpus == "vitalwiki"):
+        reference = reference or get_or_train(corpus, "standard", profile, seed, root=out.parent,
+                                              cache_root=cache_root, progress=progress) / "model"
+        ref_loss, ref_topk = reference_token_arrays(reference, dm, top_k=REFERENCE_TOP_K if method == "judge" else 0)
+        dm.attach_token_array("ref_loss", ref_loss)
+        if ref_topk is not None:
+            dm.attach_token_array("ref_topk", ref_topk)
+    judge = (exact_judge if corpus == "synthbio" else reference_judge) if method == "judge" else None
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_slm(profile.model, dm.vocab_size, profile.data.seq_len, dm.pad_id, dm.tokenizer.bos_token_id,
+                      dm.tokenizer.eos_token_id, seed)
+    module = LacyLM(model, method, dm.call_id, tcfg, judge=judge, seed=seed)
+    with _deterministic_algorithms(accelerator == "cpu"), _quiet(not progress):
+        trainer = build_trainer(tcfg, accelerator, out, progress, callbacks)
+        train_windows = dm.dataset("train")
+        train_loader = DataLoader(train_windows, batch_sampler=StepBatchSampler(len(train_windows), tcfg.batch_size, seed, trainer),
+                                  num_workers=tcfg.num_workers, persistent_workers=tcfg.num_workers > 0)
+        val_loader = dm.val_dataloader()
+        last = out / "checkpoints" / "last.ckpt"
+        started = time.perf_counter()
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=last if last.exists() else None)
+        seconds = time.perf_counter() - started
+        run_metrics = {k: int(v) for k, v in trainer.callback_metrics.items() if k.startswith("run/")}
+        final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not final or run_metrics["run/end_step"] % tcfg.val_every:  # no validation after the last step yet
+            final = trainer.validate(module, dataloaders=val_loader, verbose=False)[0]
+    resumed_from, steps = run_metrics["run/start_step"], run_metrics["run/end_step"]
+    summary = {
+        "method": method, "corpus": corpus, "profile": profile.name, "seed": seed,
+        "params": count_parameters(model),
+        "train_tokens": run_metrics["run/valid_tokens"],
+        "call_fraction": run_metrics["run/call_tokens"] / max(run_metrics["run/counted_tokens"], 1),
+        "val_loss": final["val/loss"], "val_loss_fact": final["val/loss_fact"], "val_loss_nonfact": final["val/loss_nonfact"],
+        "tokens_per_s": (steps - resumed_from) * tcfg.batch_size * profile.data.seq_len * trainer.world_size / max(seconds, 1e-9),
+        "seconds": seconds, "steps": steps, "resumed_from_step": resumed_from,
+        "precision": str(trainer.precision), "accelerator": accelerator,
+        "cache_key": dm.cache_key, "reference": str(reference) if reference else None,
+        "config": profile.to_dict(),
+    }
+    if trainer.is_global_zero:
+        with _quiet(not progress):
+            export_model(model, dm.tokenizer, out / "model")
+        write_metrics_csv(out / "logs", out / "metrics.csv")
+        write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def build_trainer(tcfg: TrainConfig, accelerator: str, out: Path, progress: bool, callbacks: Sequence[Callback] = ()) -> L.Trainer:
+    """A Trainer for ``tcfg``: step-based, validation every ``val_every`` steps, checkpoints every
+    ``ckpt_every`` steps into ``out/checkpoints`` (plus ``last.ckpt``), CSV logs in ``out/logs``.
+
+    ``accelerator/devices/strategy/num_nodes`` pass through, so DDP or FSDP are Lightning strategies;
+    each rank draws its own batches from :class:`StepBatchSampler` (no distributed sampler).
+    """
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=tcfg.ckpt_every, save_top_k=1,
+                                 save_last=True, filename="step-{step}", auto_insert_metric_name=False)
+    return L.Trainer(
+        accelerator=accelerator, devices=tcfg.devices, strategy=tcfg.strategy, num_nodes=tcfg.num_nodes,
+        precision=resolve_precision(tcfg.precision, accelerator), max_steps=tcfg.max_steps,
+        gradient_clip_val=tcfg.grad_clip or None, val_check_interval=tcfg.val_every, check_val_every_n_epoch=None,
+        limit_val_batches=tcfg.val_batches, num_sanity_val_steps=0, log_every_n_steps=tcfg.log_every,
+        logger=CSVLogger(out, name="logs"), callbacks=[checkpoint, *callbacks], enable_progress_bar=progress,
+        enable_model_summary=False, use_distributed_sampler=False, default_root_dir=out,
+    )
+
+
+def write_metrics_csv(log_root: Path, path: Path) -> pd.DataFrame:
+    """Merge the CSV logs of every session (``version_*``) into one row per step, written atomically."""
+    frames = [pd.read_csv(f) for f in sorted(log_root.glob("version_*/metrics.csv"), key=lambda f: int(f.parent.name.split("_")[1]))]
+    frames = [f for f in frames if not f.empty]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step"])
+    table = table.drop(columns=["epoch"], errors="ignore").groupby("step", as_index=False).last()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        table.to_csv(fh, index=False)
+    os.replace(tmp, path)
+    return table
+
+
+def reference_token_arrays(model_dir: Path, dm: LacyDataModule, top_k: int = 0, batch_size: int = 32,
+                           split: str = "train") -> tuple[np.ndarray, np.ndarray | None]:
+    """A reference model's per-token loss (and top-k next tokens) over the flat token stream of ``split``.
+
+    Aligned with the stream as :meth:`LacyDataModule.attach_token_array` expects: entry ``j`` scores
+    token ``j`` as the target of the training window that contains it (entry 0 is never a target, 0).
+    The loss is the NLL renormalised without ``<CALL>``, the same "current loss" the rules rank.
+    Cached under the data cache root, keyed by the data cache key and the reference weights' hash.
+    """
+    model_dir = Path(model_dir)
+    weights = model_dir / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"no model.safetensors in {model_dir}; pass a folder written by export_model (<run>/model)")
+    dm.setup()
+    folder = dm.cache.path.parent / "references" / f"{dm.cache_key}-{sha256_file(weights)[:16]}"
+    loss_path = folder / f"{split}.loss.npy"
+    topk_path = folder / f"{split}.top{top_k}.npy"
+    if loss_path.exists() and (top_k == 0 or topk_path.exists()):
+        return np.load(loss_path), (np.load(topk_path) if top_k else None)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _ = load_model(model_dir, device=device)
+    windows = torch.from_numpy(dm.flat_windows(split))
+    n_tokens = dm.arrays(split)["ids"].shape[0]
+    losses, tops = [], []
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda" or cpu_supports_bf16())
+    with torch.no_grad(), autocast:
+        for chunk in windows.split(batch_size):
+            chunk = chunk.to(device)
+            logits = model(input_ids=chunk[:, :-1]).logits
+            losses.append(token_terms(logits, chunk[:, 1:], dm.call_id).learn.float().cpu())
+            if top_k:
+                masked = logits.float().index_fill(-1, torch.tensor([dm.call_id], device=device), float("-inf"))
+                tops.append(masked.topk(top_k, dim=-1).indices.to(torch.int32).cpu())
+    loss = np.zeros(n_tokens, dtype=np.float32)
+    loss[1:] = torch.cat(losses).reshape(-1)[: n_tokens - 1].numpy()
+    topk = None
+    if top_k:
+        topk = np.zeros((n_tokens, top_k), dtype=np.int32)
+        topk[1:] = torch.cat(tops).reshape(-1, top_k)[: n_tokens - 1].numpy()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_npy_atomic(loss_path, loss)
+    if topk is not None:
+        save_npy_atomic(topk_path, topk)
+    return loss, topk

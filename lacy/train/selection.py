@@ -1,0 +1,258 @@
+"""Token-selection rules: which positions of a batch learn ``<CALL>``, which are ignored, which learn.
+
+Every rule is a pure function of per-token tensors ``[B, T]`` returning a :class:`Selection` of two
+disjoint masks, with one keyword signature so the training step calls
+``SELECTION_RULES[method](loss, valid, fact, fraction=..., granularity=..., ...)``:
+
+- ``call``: the target becomes ``<CALL>`` (learned with the ordinary softmax);
+- ``learn``: the original target is learned with the softmax renormalised without ``<CALL>``;
+- neither (``Selection.ignored(valid)``): the position contributes no loss.
+
+Counting rules (design.md §6, fixing what third-party Rho-1 code gets wrong):
+
+- Padding (``valid=False``) is never selected and never learned.
+- ``lacy`` converts ``k = floor(fraction * n_fact + 1/2)`` tokens of a group, where ``n_fact`` is the
+  number of valid fact tokens in the group (nearest integer, halves rounded up; see :func:`lacy_counts`).
+  The matched baselines (``loss``, ``rho``, ``judge``, ``random``, ``ignore``) select the *same* ``k``
+  per group, so every method trains ``<CALL>`` (or ignores) at the same rate. ``judge`` selects at
+  most ``k``: only tokens the judge marks unacceptable are eligible.
+- A group is the whole batch (``granularity="batch"``, the default: one quantile over the batch) or
+  one sequence (``granularity="sequence"``).
+- Ties are broken deterministically: a stable sort by descending score, so among equal scores the
+  lower flat index (row-major within the group) is selected first.
+
+Judges compute the ``unacceptable`` mask for the ``judge`` rule (paper §3: an LLM judge labels which
+mismatches are unacceptable). See :func:`exact_judge` and :func:`reference_judge`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+import torch
+from torch import Tensor
+
+GRANULARITIES = ("batch", "sequence")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Disjoint ``[B, T]`` bool masks: ``call`` (target becomes ``<CALL>``) and ``learn`` (original target)."""
+
+    call: Tensor
+    learn: Tensor
+
+    def ignored(self, valid: Tensor) -> Tensor:
+        """Valid positions that neither learn ``<CALL>`` nor their target: they get no loss."""
+        return valid & ~self.call & ~self.learn
+
+
+class SelectionRule(Protocol):
+    def __call__(
+        self,
+        loss: Tensor,
+        valid: Tensor,
+        fact: Tensor,
+        *,
+        fraction: float = 0.6,
+        granularity: str = "batch",
+        ref_loss: Tensor | None = None,
+        unacceptable: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Selection: ...
+
+
+def _groups(x: Tensor, granularity: str) -> Tensor:
+    """View ``[B, T]`` as ``[G, N]``: one group for the batch, or one per sequence."""
+    if granularity == "batch":
+        return x.reshape(1, -1)
+    if granularity == "sequence":
+        return x
+    raise ValueError(f"unknown granularity {granularity!r}; valid choices: {', '.join(GRANULARITIES)}")
+
+
+def lacy_counts(valid: Tensor, fact: Tensor, fraction: float, granularity: str = "batch") -> Tensor:
+    """Number of tokens ``lacy`` converts per group: ``floor(fraction * n_fact + 1/2)`` (paper §4).
+
+    ``n_fact`` counts valid fact tokens in the group. Returns a long tensor ``[G]`` (``G = 1`` for
+    ``"batch"``, ``B`` for ``"sequence"``). Computed in float64 so that e.g. ``0.6 * 5`` gives 3.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    n_fact = _groups(valid & fact, granularity).sum(dim=1, dtype=torch.float64)
+    return torch.floor(n_fact * fraction + 0.5).long()
+
+
+def top_k_mask(score: Tensor, eligible: Tensor, k: Tensor, granularity: str = "batch") -> Tensor:
+    """The ``k[g]`` highest-``score`` eligible positions of each group, as a ``[B, T]`` bool mask.
+
+    Ties go to the lower flat index (stable sort). Never selects an ineligible position, so a group
+    with fewer than ``k[g]`` eligible positions selects all of them.
+    """
+    grouped_score = _groups(score, granularity)
+    grouped_eligible = _groups(eligible, granularity)
+    # Two stable sorts = a lexicographic sort on (eligible desc, score desc, index asc).
+    order = torch.sort(grouped_score, dim=1, descending=True, stable=True).indices
+    by_eligibility = torch.sort(grouped_eligible.gather(1, order).to(torch.uint8), dim=1, descending=True, stable=True).indices
+    order = order.gather(1, by_eligibility)
+    rank_selected = torch.arange(grouped_score.shape[1], device=score.device).unsqueeze(0) < k.to(score.device).unsqueeze(1)
+    selected = torch.zeros_like(grouped_eligible).scatter(1, order, rank_selected)
+    return (selected & grouped_eligible).reshape(score.shape)
+
+
+def _no_call(valid: Tensor) -> Tensor:
+    return torch.zeros_like(valid)
+
+
+def _call_selected(valid: Tensor, selected: Tensor) -> Selection:
+    return Selection(call=selected, learn=valid & ~selected)
+
+
+def _ignore_selected(valid: Tensor, selected: Tensor) -> Selection:
+    return Selection(call=_no_call(valid), learn=valid & ~selected)
+
+
+def _lacy_mask(loss: Tensor, valid: Tensor, fact: Tensor, fraction: float, granularity: str) -> Tensor:
+    return top_k_mask(loss, valid & fact, lacy_counts(valid, fact, fraction, granularity), granularity)
+
+
+def _loss_mask(loss: Tensor, valid: Tensor, fact: Tensor, fraction: float, granularity: str) -> Tensor:
+    return top_k_mask(loss, valid, lacy_counts(valid, fact, fraction, granularity), granularity)
+
+
+def select_standard(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Standard pretraining: nothing becomes ``<CALL>``; every valid token is learned."""
+    return Selection(call=_no_call(valid), learn=valid.clone())
+
+
+def select_lacy(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """LaCy (paper §4): among valid fact tokens, the top ``fraction`` by current loss → ``<CALL>``."""
+    return _call_selected(valid, _lacy_mask(loss, valid, fact, fraction, granularity))
+
+
+def select_loss(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Loss-only baseline (paper §4-5): the ``k`` highest-loss valid tokens → ``<CALL>``, facts or not.
+
+    ``k`` is the number ``lacy`` converts on the same group, so the ``<CALL>`` rate is equal.
+    """
+    return _call_selected(valid, _loss_mask(loss, valid, fact, fraction, granularity))
+
+
+def select_facts(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Facts-only baseline: every valid fact token → ``<CALL>``, whatever its loss."""
+    return _call_selected(valid, valid & fact)
+
+
+def select_rho(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Rho-1 style baseline (paper §5): the ``k`` valid tokens with the largest excess loss
+    ``loss - ref_loss`` (a reference model's loss) → ``<CALL>``; ``k`` matched to ``lacy``."""
+    if ref_loss is None:
+        raise ValueError("the 'rho' rule needs ref_loss (a reference model's per-token loss); "
+                         "lacy.train.run.train attaches it, or pass ref_loss=... explicitly")
+    k = lacy_counts(valid, fact, fraction, granularity)
+    return _call_selected(valid, top_k_mask(loss - ref_loss.to(loss.dtype), valid, k, granularity))
+
+
+def select_judge(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Judge baseline (paper §3, §5): among valid tokens a judge marks unacceptable, the highest-loss
+    ones → ``<CALL>``, at most ``k`` (matched to ``lacy``) per group."""
+    if unacceptable is None:
+        raise ValueError("the 'judge' rule needs unacceptable (a judge's mask); compute it with "
+                         "lacy.train.selection.exact_judge or reference_judge")
+    k = lacy_counts(valid, fact, fraction, granularity)
+    return _call_selected(valid, top_k_mask(loss, valid & unacceptable, k, granularity))
+
+
+def select_random(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Random baseline: ``k`` uniformly random valid tokens → ``<CALL>`` (``k`` matched to ``lacy``).
+
+    Draws from ``generator`` (a seeded ``torch.Generator`` on the CPU) for reproducibility.
+    """
+    score = torch.rand(valid.shape, generator=generator, device="cpu").to(valid.device)
+    k = lacy_counts(valid, fact, fraction, granularity)
+    return _call_selected(valid, top_k_mask(score, valid, k, granularity))
+
+
+def select_ignore(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Ignore baseline (paper §5): the tokens ``loss`` would select get no loss instead of ``<CALL>``."""
+    return _ignore_selected(valid, _loss_mask(loss, valid, fact, fraction, granularity))
+
+
+def select_ignore_facts(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """IgnoreFacts baseline (paper §5): the tokens ``lacy`` would select get no loss instead of ``<CALL>``."""
+    return _ignore_selected(valid, _lacy_mask(loss, valid, fact, fraction, granularity))
+
+
+SELECTION_RULES: dict[str, SelectionRule] = {
+    "standard": select_standard,
+    "lacy": select_lacy,
+    "loss": select_loss,
+    "facts": select_facts,
+    "rho": select_rho,
+    "judge": select_judge,
+    "random": select_random,
+    "ignore": select_ignore,
+    "ignore_facts": select_ignore_facts,
+}
+
+
+# ---- judges -------------------------------------------------------------------------------------
+
+Judge = Callable[[Mapping[str, Tensor], Tensor, int], Tensor]
+"""``judge(batch, logits, call_id) -> unacceptable [B, T] bool``."""
+
+
+def greedy_without_call(logits: Tensor, call_id: int) -> Tensor:
+    """The model's greedy next token among real tokens (``<CALL>`` excluded), ``[B, T]``."""
+    logits = logits.detach()
+    return logits.index_fill(-1, torch.tensor([call_id], device=logits.device), float("-inf")).argmax(-1)
+
+
+def exact_judge(batch: Mapping[str, Tensor], logits: Tensor, call_id: int) -> Tensor:
+    """synthbio's exact judge: a greedy mismatch is unacceptable where the target word was the only
+    acceptable continuation (``forced``, decided by the generator's grammar)."""
+    prediction = greedy_without_call(logits, call_id)
+    return batch["valid"] & batch["forced"] & (prediction != batch["targets"])
+
+
+def reference_judge(batch: Mapping[str, Tensor], logits: Tensor, call_id: int) -> Tensor:
+    """vitalwiki's model judge, standing in for the paper's LLM judge (Gemini 2 Flash, §3).
+
+    A greedy mismatch is acceptable when a reference model ranks the predicted token among its
+    top-k next tokens (``ref_topk [B, T, k]``): a plausible alternative continuation. Otherwise it is
+    unacceptable. Cheaper and offline, but a judge of plausibility, not of factual truth.
+    """
+    if "ref_topk" not in batch:
+        raise ValueError("reference_judge needs batch['ref_topk'] (a reference model's top-k next tokens); "
+                         "lacy.train.run.train attaches it for method='judge' on vitalwiki")
+    prediction = greedy_without_call(logits, call_id)
+    plausible = (batch["ref_topk"] == prediction.unsqueeze(-1)).any(-1)
+    return batch["valid"] & (prediction != batch["targets"]) & ~plausible
