@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lacy.profiles import METHODS, TrainConfig, check_choice
 from lacy.train.objective import masked_loss_sum, normalise_loss, token_losses, token_terms
-from lacy.train.selection import SELECTION_RULES, Judge
+from lacy.train.selection import SELECTION_RULES, Judge, Selection
 
 ADAM_BETAS = (0.9, 0.95)  # the usual choice for LM pretraining (GPT-3, nanoGPT)
 
@@ -88,23 +88,50 @@ class LacyLM(L.LightningModule):
         self.token_totals = self.token_totals.clone()
 
     # ---- training ---------------------------------------------------------------------------
-    def _selection_generator(self) -> torch.Generator | None:
+    def _selection_generator(self, rank: int) -> torch.Generator | None:
         if self.method != "random":
             return None
-        return torch.Generator().manual_seed(hash((self.seed, self.global_step, self.global_rank)) % 2**63)
+        return torch.Generator().manual_seed(hash((self.seed, self.global_step, rank)) % 2**63)
+
+    def _gathers_selection(self) -> bool:
+        """Per-batch selection under data parallelism ranks the *global* batch, as one process would."""
+        return self.cfg.granularity == "batch" and self._trainer is not None and self.trainer.world_size > 1
+
+    def select(self, current: Tensor, batch: Mapping[str, Tensor], logits: Tensor) -> Selection:
+        """Apply the method's rule; with several ranks and per-batch granularity, to the global batch.
+
+        Every rank all-gathers the rule's inputs, selects on the concatenated batch (identically, with a
+        rank-independent generator) and keeps its own rows, so a 2-process run selects exactly what one
+        process selects on the same global batch.
+        """
+        inputs = {"loss": current, "valid": batch["valid"], "fact": batch["fact"], "ref_loss": batch.get("ref_loss"),
+                  "unacceptable": self.judge(batch, logits, self.call_id) if self.method == "judge" else None}
+        gather = self._gathers_selection()
+        if gather:
+            inputs = {k: None if v is None else self._gather_rows(v) for k, v in inputs.items()}
+        selection = self.rule(
+            inputs["loss"], inputs["valid"], inputs["fact"], fraction=self.cfg.call_fraction,
+            granularity=self.cfg.granularity, ref_loss=inputs["ref_loss"], unacceptable=inputs["unacceptable"],
+            generator=self._selection_generator(0 if gather else self.global_rank),
+        )
+        if gather:
+            rows = slice(self.global_rank * current.shape[0], (self.global_rank + 1) * current.shape[0])
+            selection = Selection(call=selection.call[rows], learn=selection.learn[rows])
+        return selection
+
+    def _gather_rows(self, tensor: Tensor) -> Tensor:
+        """``[B, T]`` on each rank → ``[world_size * B, T]`` in rank order (bool via uint8 for gloo)."""
+        gathered = self.all_gather(tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor)
+        gathered = gathered.flatten(0, 1)
+        return gathered.bool() if tensor.dtype == torch.bool else gathered
 
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of one batch and per-step statistics (local to this rank)."""
         logits = self(batch["input_ids"])
         terms = token_terms(logits, batch["targets"], self.call_id)
         current = terms.learn.detach()
-        valid, fact = batch["valid"], batch["fact"]
-        selection = self.rule(
-            current, valid, fact, fraction=self.cfg.call_fraction, granularity=self.cfg.granularity,
-            ref_loss=batch.get("ref_loss"),
-            unacceptable=self.judge(batch, logits, self.call_id) if self.method == "judge" else None,
-            generator=self._selection_generator(),
-        )
+        valid = batch["valid"]
+        selection = self.select(current, batch, logits)
         loss_sum, n_counted = masked_loss_sum(terms, selection.call, selection.learn)
         n_call, n_learn = selection.call.sum(), selection.learn.sum()
         selected = valid & ~selection.learn  # taken out of learning: <CALL> targets or ignored
