@@ -62,7 +62,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
-    max_steps: int = 600
+    max_steps: int = 500
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -101,8 +101,8 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # The synthbio helper: a bigger LM trained with ``standard`` on the same world.
-    helper_model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=192, n_layer=4, n_head=6, d_ff=768))
-    helper_train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=1000, lr=2e-3))
+    helper_model: ModelConfig = field(default_factory=lambda: ModelConfig(d_model=160, n_layer=4, n_head=5, d_ff=640))
+    helper_train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=800, lr=2e-3))
     # The vitalwiki LM helper on GPU: any hub causal LM id (needs network once, outside lacy).
     hub_helper: str = "meta-llama/Llama-3.2-1B-Instruct"
 
