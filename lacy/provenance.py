@@ -123,8 +123,14 @@ def start(profile: str | Profile | None = None, seed: int | None = None) -> None
     the defaults of :func:`show` and :func:`save_results`.
     """
     _session.started = time.perf_counter()
-    # tqdm.auto warns once per kernel that ipywidgets is missing; text progress bars are what we want.
+    # A chapter's output is read, not watched: no per-load progress bars, no library chatter.
+    # tqdm.auto warns once per kernel that ipywidgets is missing; Lightning 2.6 trips a torch
+    # deprecation inside its own pytree helper (nothing a user can act on).
     warnings.filterwarnings("ignore", message="IProgress not found")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     _session.profile = _profile_name(profile) if profile is not None else None
     _session.seed = seed
 
