@@ -156,24 +156,15 @@ def leakage_generations(model_dir: str | Path, corpus: str, profile: Profile, se
     per-generation frame.
     """
     from lacy.cascade.policies import ArgmaxPolicy
-    from lacy.evaluate.run import EvaluationContext, generation_frame, run_generations, score_generations
+    from lacy.evaluate.run import EvaluationContext, generation_frame, run_generations, score_summary
 
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
     chosen = list(subjects) if subjects is not None else ctx.subjects()
     decoder = ctx.decoder(None, ArgmaxPolicy(), call_logit_bias=-math.inf)
     generations = run_generations(decoder, chosen, progress=progress, desc="leakage generations")
-    result, by_frequency = score_generations(ctx.factscorer(), chosen, generations)
+    result, summary = score_summary(ctx, chosen, generations)
     n_facts = sum(row["n_facts"] for row in result.rows)
-    summary = {
-        "factscore": result.factscore,
-        "fact_precision": sum(row["n_supported"] for row in result.rows) / n_facts if n_facts else None,
-        "facts_per_response": result.facts_per_response,
-        "respond_ratio": result.respond_ratio,
-        "n_subjects": len(chosen),
-        "variant": result.variant,
-        "method": ctx.method,
-        "by_frequency": by_frequency,
-    }
+    summary["fact_precision"] = sum(row["n_supported"] for row in result.rows) / n_facts if n_facts else None
     if return_frame:
         return summary, generation_frame(chosen, generations, result)
     return summary

@@ -326,6 +326,21 @@ def score_generations(scorer: "FactScore", chosen: Sequence[Subject], generation
     return result, by_frequency
 
 
+def score_summary(ctx: "EvaluationContext", chosen: Sequence[Subject], generations: Sequence["Generation"]) -> tuple["FactScoreResult", dict[str, Any]]:
+    """FactScore of ``generations`` and the fields every evaluation reports (factscore, respond_ratio,
+    facts_per_response, n_subjects, variant, method, by_frequency)."""
+    result, by_frequency = score_generations(ctx.factscorer(), chosen, generations)
+    return result, {
+        "factscore": result.factscore,
+        "respond_ratio": result.respond_ratio,
+        "facts_per_response": result.facts_per_response,
+        "n_subjects": len(chosen),
+        "variant": result.variant,
+        "method": ctx.method,
+        "by_frequency": by_frequency,
+    }
+
+
 def _generation_totals(generations: Sequence["Generation"]) -> dict[str, Any]:
     steps = sum(len(g.p_call) for g in generations)
     calls = sum(g.n_calls for g in generations)
@@ -422,21 +437,14 @@ def evaluate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *,
     call_policy = ctx.policy(policy, tau=tau, budget=budget)
     decoder = ctx.decoder(ctx.helper(helper), call_policy)
     generations = run_generations(decoder, chosen, progress=progress, desc=f"evaluate {helper}/{policy}")
-    result, by_frequency = score_generations(ctx.factscorer(), chosen, generations)
-    summary = {
-        "factscore": result.factscore,
-        "respond_ratio": result.respond_ratio,
-        "facts_per_response": result.facts_per_response,
+    result, summary = score_summary(ctx, chosen, generations)
+    summary.update({
         **_generation_totals(generations),
         "helper": helper,
         "policy": policy,
         "tau": call_policy.tau if policy == "threshold" else None,
         "budget": budget if policy != "argmax" else None,
-        "n_subjects": len(chosen),
-        "variant": result.variant,
-        "method": ctx.method,
-        "by_frequency": by_frequency,
-    }
+    })
     if return_frame:
         return summary, generation_frame(chosen, generations, result)
     return summary
