@@ -534,7 +534,7 @@ def notebook_output_problems(nb: nbformat.NotebookNode, allowed: Sequence[str] =
     """Why ``nb``'s outputs may not be committed: missing, errors, or a profile outside ``allowed``."""
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     if not any(cell.get("outputs") for cell in code):
-        return [f"has no outputs; execute it with `python -m lacy.book execute --profile cpu --in-place --chapters NAME`"]
+        return ["has no outputs; execute it with `python -m lacy.book execute --profile cpu --in-place --chapters NAME`"]
     problems = []
     errors = [i for i, cell in enumerate(nb.cells) for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     if errors:

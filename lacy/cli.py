@@ -153,11 +153,10 @@ def run(args: argparse.Namespace) -> Any:
         return result
     if cmd == "sweep":
         table = evaluation.sweep(args.model, args.corpus, profile, args.seed, helper=args.helper, cache_root=args.cache)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        table.to_csv(tmp, index=False)
-        tmp.replace(out)
+        from lacy.io import atomic_write
+
+        with atomic_write(args.out) as fh:
+            table.to_csv(fh, index=False)
         print(table.to_string(index=False))
         return table
     raise AssertionError(cmd)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 import lacy
+from lacy.io import atomic_write
 from lacy.profiles import Profile, get_profile
 
 PACKAGES = ("torch", "lightning", "transformers", "tokenizers", "spacy")
@@ -238,10 +239,8 @@ def save_results(
         "provenance": record.to_dict(),
     }
     path = results_path(run_root, record.profile, chapter)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(document), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(_jsonable(document), indent=1, allow_nan=False) + "\n")
     return path
 
 

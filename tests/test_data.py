@@ -7,7 +7,6 @@ import pytest
 
 from lacy.cli import main
 from lacy.data.cache import build_cache, cache_config, content_key
-from lacy.profiles import get_profile
 
 
 def test_windows_cover_every_token_once(smoke_datamodule):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lacy.data.corpus import Document
+from lacy.io import atomic_write
 from lacy.profiles import Profile, check_choice, CORPORA
 
 FORMAT_VERSION = 1
@@ -62,18 +63,13 @@ def content_key(config: dict[str, Any]) -> str:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path) as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_write(path, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from lacy.data.cache import sha256_file, save_npy_atomic, write_json_atomic
 from lacy.data.datamodule import LacyDataModule
+from lacy.io import atomic_write
 from lacy.profiles import CORPORA, METHODS, Profile, TrainConfig, check_choice
 from lacy.train.model import build_slm, count_parameters, cpu_supports_bf16, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
@@ -233,10 +232,8 @@ def write_metrics_csv(log_root: Path, path: Path) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["step"])
     table = table.drop(columns=["epoch"], errors="ignore").groupby("step", as_index=False).last()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path) as fh:
         table.to_csv(fh, index=False)
-    os.replace(tmp, path)
     return table
 
 
