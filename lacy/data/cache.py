@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from lacy.data.corpora import get_corpus
 from lacy.data.corpus import Document
 from lacy.io import atomic_write
-from lacy.profiles import Profile, check_choice, CORPORA
+from lacy.profiles import Profile, check_choice
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -108,17 +109,8 @@ class CorpusCache:
 
 
 def load_documents(corpus: str, profile: Profile, seed: int) -> tuple[list[Document], Any]:
-    """The corpus documents (with splits) and, for synthbio, the World they come from."""
-    check_choice("corpus", corpus, CORPORA)
-    if corpus == "synthbio":
-        from lacy.data.synthbio import World
-
-        world = World.from_config(profile.world, seed=seed)
-        return world.documents(val_fraction=profile.data.val_fraction), world
-    from lacy.data import vitalwiki
-
-    docs = vitalwiki.documents(max_docs=profile.data.vitalwiki_max_docs, val_fraction=profile.data.val_fraction, seed=seed)
-    return docs, None
+    """The corpus documents (with splits) and the World they come from (None without one)."""
+    return get_corpus(corpus).documents(profile, seed)
 
 
 def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
@@ -135,7 +127,7 @@ def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
         "format": FORMAT_VERSION,
         "corpus": corpus,
         "seed": seed,
-        "world": asdict(profile.world) if corpus == "synthbio" else None,
+        "world": get_corpus(corpus).world_config(profile),
         "data": data,
         "annotator": {"rules": FactRules().to_dict(), "model": model, "spacy": spacy.__version__,
                       "model_version": spacy.util.get_package_version(model) or ""},

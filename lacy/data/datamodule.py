@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lacy.data.cache import SPLITS, CorpusCache, build_cache
 from lacy.data.tokenizer import call_token_id
-from lacy.profiles import Profile, check_choice, CORPORA
+from lacy.data.corpora import get_corpus
+from lacy.profiles import Profile
 
 
 class TokenWindows(Dataset):
@@ -69,7 +70,7 @@ class LacyDataModule(L.LightningDataModule):
 
     def __init__(self, corpus: str, profile: Profile, seed: int = 0, cache_root: str | Path | None = None):
         super().__init__()
-        check_choice("corpus", corpus, CORPORA)
+        self.adapter = get_corpus(corpus)
         self.corpus, self.profile, self.seed, self.cache_root = corpus, profile, seed, cache_root
         self.cache: CorpusCache | None = None
         self.extra: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
@@ -149,16 +150,12 @@ class LacyDataModule(L.LightningDataModule):
 
     @property
     def world(self):
-        """The synthbio World (regenerated from its seed; cheap), or None for vitalwiki."""
-        if self.corpus == "synthbio" and self._world is None:
-            from lacy.data.synthbio import World
-
-            self._world = World.from_config(self.profile.world, seed=self.seed)
+        """The corpus's World (synthbio; regenerated from its seed, cheap), or None (vitalwiki)."""
+        if self._world is None:
+            self._world = self.adapter.world(self.profile, self.seed)
         return self._world
 
     def documents(self, split: str | None = None):
         """The corpus documents (optionally one split), as used to build the cache."""
-        from lacy.data.cache import load_documents
-
-        docs, _ = load_documents(self.corpus, self.profile, self.seed)
+        docs, _ = self.adapter.documents(self.profile, self.seed, self.world)
         return [d for d in docs if split is None or d.split == split]

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from lacy.data.tokenizer import call_token_id
+from lacy.train.objective import token_losses, without_call
 
 Batch = Mapping[str, torch.Tensor]
 AcceptabilityJudge = Callable[[Batch, torch.Tensor], torch.Tensor]
@@ -71,7 +72,7 @@ def reference_topk_acceptability(reference_model: Any, call_id: int, k: int = 5)
     def judge(batch: Batch, predicted: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             logits = reference_model(input_ids=batch["input_ids"]).logits.float()
-            top = logits.index_fill(-1, torch.tensor([call_id]), float("-inf")).topk(k, dim=-1).indices
+            top = without_call(logits, call_id).topk(k, dim=-1).indices
             return predicted.eq(batch["targets"]) | top.eq(predicted.unsqueeze(-1)).any(-1)
 
     return judge
@@ -95,8 +96,6 @@ def token_signal_frame(model: Any, tokenizer: Any, batches: Iterable[Batch], wor
     consecutive windows in stream order (``LacyDataModule.val_dataloader()``); tokens of a document
     whose start precedes the first window are skipped. ``max_tokens`` caps the number of rows.
     """
-    from lacy.train.objective import token_losses
-
     if world is not None and acceptable is not None:
         raise ValueError("pass either world= (exact synthbio judge) or acceptable= (a callable judge), not both")
     call_id = call_token_id(tokenizer)
@@ -112,7 +111,7 @@ def token_signal_frame(model: Any, tokenizer: Any, batches: Iterable[Batch], wor
         with torch.inference_mode():
             logits = model(input_ids=batch["input_ids"]).logits.float()
             loss = token_losses(logits, batch["targets"], call_id)
-            predicted = logits.index_fill(-1, torch.tensor([call_id]), float("-inf")).argmax(-1)
+            predicted = without_call(logits, call_id).argmax(-1)
         judged = acceptable(batch, predicted).cpu().numpy() if acceptable is not None else None
         inputs, targets = batch["input_ids"].cpu().numpy(), batch["targets"].cpu().numpy()
         doc_ids = batch["doc_id"].cpu().numpy()

@@ -13,7 +13,7 @@ import torch
 from lacy.data.datamodule import LacyDataModule
 from lacy.train.model import load_model
 from lacy.train.objective import token_terms
-from lacy.train.selection import SELECTION_RULES, exact_judge
+from lacy.train.selection import JUDGES, get_method
 
 SUMMARY_COLUMNS = ("params", "train_tokens", "call_fraction", "val_loss", "val_loss_fact", "val_loss_nonfact", "tokens_per_s", "seconds")
 
@@ -43,12 +43,14 @@ def selection_masks(run_dirs: Mapping[str, Path], dm: LacyDataModule, n_windows:
                     reference: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
     """Apply each method's rule, with its own trained model's current losses, to the same windows.
 
-    Returns the batch and ``{method: {"call": mask, "ignore": mask}}``. ``rho`` needs ``reference``
-    (a model folder) for its reference losses; ``judge`` uses synthbio's exact judge.
+    Returns the batch and ``{method: {"call": mask, "ignore": mask}}``. Methods that need reference
+    losses (``rho``) are shown only when ``reference`` (a model folder) is given; methods that need a
+    judge use the corpus's, and are left out when that judge reads a reference model's top-k.
     """
     ds = dm.dataset(split)
     batch = {k: torch.stack([ds[i][k] for i in range(min(n_windows, len(ds)))]) for k in ds[0]}
     cfg = dm.profile.train
+    judge = JUDGES[dm.adapter.judge]
     if reference is not None:
         ref_model, _ = load_model(reference)
         batch["ref_loss"] = token_terms(ref_model(input_ids=batch["input_ids"]).logits, batch["targets"], dm.call_id).learn
@@ -57,12 +59,12 @@ def selection_masks(run_dirs: Mapping[str, Path], dm: LacyDataModule, n_windows:
         model, _ = load_model(Path(folder) / "model")
         logits = model(input_ids=batch["input_ids"]).logits
         loss = token_terms(logits, batch["targets"], dm.call_id).learn
-        if method == "rho" and "ref_loss" not in batch:
+        spec = get_method(method)
+        if (spec.needs_reference_loss and "ref_loss" not in batch) or spec.reference_top_k(judge):
             continue
-        unacceptable = exact_judge(batch, logits, dm.call_id) if method == "judge" else None
-        sel = SELECTION_RULES[method](loss, batch["valid"], batch["fact"], fraction=cfg.call_fraction,
-                                      granularity=cfg.granularity, ref_loss=batch.get("ref_loss"),
-                                      unacceptable=unacceptable, generator=torch.Generator().manual_seed(0))
+        inputs = spec.rule_inputs(loss, batch, logits, dm.call_id, judge.judge)
+        sel = spec.select(inputs, fraction=cfg.call_fraction, granularity=cfg.granularity,
+                          generator=torch.Generator().manual_seed(0))
         masks[method] = {"call": sel.call, "ignore": sel.ignored(batch["valid"])}
     return batch, masks
 

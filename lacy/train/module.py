@@ -18,9 +18,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lacy.profiles import METHODS, TrainConfig, check_choice
+from lacy.profiles import TrainConfig
 from lacy.train.objective import masked_loss_sum, normalise_loss, token_losses, token_terms
-from lacy.train.selection import SELECTION_RULES, Judge, Selection
+from lacy.train.selection import Judge, Selection, get_method
 
 ADAM_BETAS = (0.9, 0.95)  # the usual choice for LM pretraining (GPT-3, nanoGPT)
 
@@ -51,23 +51,22 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 class LacyLM(L.LightningModule):
     """Pretrains ``model`` (a Hugging Face causal LM) with the token-selection ``method``.
 
-    ``judge`` computes the ``unacceptable`` mask for ``method="judge"``
-    (:func:`lacy.train.selection.exact_judge` or :func:`~lacy.train.selection.reference_judge`).
-    ``method="rho"`` needs ``ref_loss`` in the batches. ``seed`` drives the ``random`` rule, whose
-    draw at each step depends only on (seed, global step, rank), so resumed and distributed runs
-    stay reproducible.
+What the method needs is declared by its :class:`lacy.train.selection.Method` record: ``judge``
+    computes the ``unacceptable`` mask for methods that need one (the corpus's judge,
+    :data:`lacy.train.selection.JUDGES`); methods that need reference losses read ``ref_loss`` from the
+    batches. ``seed`` drives stochastic rules (``random``), whose draw at each step depends only on
+    (seed, global step, rank), so resumed and distributed runs stay reproducible.
     """
 
     def __init__(self, model: torch.nn.Module, method: str, call_id: int, train_cfg: TrainConfig,
                  judge: Judge | None = None, seed: int = 0):
         super().__init__()
-        check_choice("method", method, METHODS)
-        if method == "judge" and judge is None:
-            raise ValueError("method='judge' needs a judge: lacy.train.selection.exact_judge (synthbio) "
-                             "or reference_judge (vitalwiki)")
+        self.spec = get_method(method)
+        if self.spec.needs_judge and judge is None:
+            raise ValueError(f"method={method!r} needs a judge: one of lacy.train.selection.JUDGES "
+                             "(the corpus's own: lacy.data.corpora.get_corpus(name).judge)")
         self.model = model
         self.method = method
-        self.rule = SELECTION_RULES[method]
         self.call_id = call_id
         self.cfg = train_cfg
         self.judge = judge
@@ -89,7 +88,7 @@ class LacyLM(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------
     def _selection_generator(self, rank: int) -> torch.Generator | None:
-        if self.method != "random":
+        if not self.spec.stochastic:
             return None
         return torch.Generator().manual_seed(hash((self.seed, self.global_step, rank)) % 2**63)
 
@@ -104,16 +103,12 @@ class LacyLM(L.LightningModule):
         rank-independent generator) and keeps its own rows, so a 2-process run selects exactly what one
         process selects on the same global batch.
         """
-        inputs = {"loss": current, "valid": batch["valid"], "fact": batch["fact"], "ref_loss": batch.get("ref_loss"),
-                  "unacceptable": self.judge(batch, logits, self.call_id) if self.method == "judge" else None}
+        inputs = self.spec.rule_inputs(current, batch, logits, self.call_id, self.judge)
         gather = self._gathers_selection()
         if gather:
             inputs = {k: None if v is None else self._gather_rows(v) for k, v in inputs.items()}
-        selection = self.rule(
-            inputs["loss"], inputs["valid"], inputs["fact"], fraction=self.cfg.call_fraction,
-            granularity=self.cfg.granularity, ref_loss=inputs["ref_loss"], unacceptable=inputs["unacceptable"],
-            generator=self._selection_generator(0 if gather else self.global_rank),
-        )
+        selection = self.spec.select(inputs, fraction=self.cfg.call_fraction, granularity=self.cfg.granularity,
+                                     generator=self._selection_generator(0 if gather else self.global_rank))
         if gather:
             rows = slice(self.global_rank * current.shape[0], (self.global_rank + 1) * current.shape[0])
             selection = Selection(call=selection.call[rows], learn=selection.learn[rows])
@@ -158,7 +153,7 @@ class LacyLM(L.LightningModule):
             "train/loss": stats["learn_loss"], "train/call_fraction": stats["call_fraction"],
             "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
         }
-        if self.method != "standard":
+        if self.spec.effect != "none":
             metrics["train/selected_loss"] = stats["selected_loss"]
         if self._last_step_time is not None:
             tokens = batch["input_ids"].numel() * self.trainer.world_size

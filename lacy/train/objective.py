@@ -40,6 +40,15 @@ class TokenTerms(NamedTuple):
     call: Tensor
 
 
+def without_call(logits: Tensor, call_id: int) -> Tensor:
+    """A copy of ``logits`` ``[..., V]`` with the ``<CALL>`` column at ``-inf``.
+
+    What the model would predict among real tokens: every greedy choice, top-k list and mismatch
+    that compares a prediction with a data target (where ``<CALL>`` never occurs) masks it first.
+    """
+    return logits.index_fill(-1, torch.tensor([call_id], device=logits.device), float("-inf"))
+
+
 CPU_CHUNK_ELEMENTS = 1 << 21
 """Vocabulary rows are processed in chunks of at most this many elements on CPU (8 MiB of float32):
 glibc serves allocations of 32 MiB and more (one [32, 128, 2048] float32 tensor) with fresh ``mmap``

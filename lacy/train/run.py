@@ -33,13 +33,12 @@ from torch.utils.data import DataLoader, Sampler
 from lacy.data.cache import sha256_file, save_npy_atomic, write_json_atomic
 from lacy.data.datamodule import LacyDataModule
 from lacy.io import atomic_write
-from lacy.profiles import CORPORA, METHODS, Profile, TrainConfig, check_choice
+from lacy.data.corpora import get_corpus
+from lacy.profiles import Profile, TrainConfig
 from lacy.train.model import build_slm, count_parameters, cpu_supports_bf16, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
-from lacy.train.objective import token_terms
-from lacy.train.selection import exact_judge, reference_judge
-
-REFERENCE_TOP_K = 5  # reference top-k next tokens for the vitalwiki model judge
+from lacy.train.objective import token_terms, without_call
+from lacy.train.selection import JUDGES, get_method
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -144,13 +143,13 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     """Pretrain an SLM on ``corpus`` with the selection ``method`` and write the run folder ``out``.
 
     Resumes from ``out/checkpoints/last.ckpt`` when it exists. ``reference`` is a model folder used
-    by ``rho`` (reference losses) and by ``judge`` on vitalwiki (reference top-k); by default a
-    ``standard`` run of the same corpus/profile/seed is trained or reused next to ``out``.
+    by methods that need one (reference losses for ``rho``; reference top-k for a corpus whose judge
+    reads them, see :meth:`lacy.train.selection.Method.needs_reference`); by default a ``standard``
+    run of the same corpus/profile/seed is trained or reused next to ``out``.
     Extra Lightning ``callbacks`` are added to the Trainer. Returns the summary (also written to
     ``out/summary.json``).
     """
-    check_choice("corpus", corpus, CORPORA)
-    check_choice("method", method, METHODS)
+    judge, spec = JUDGES[get_corpus(corpus).judge], get_method(method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tcfg = profile.train
@@ -159,19 +158,18 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     dm = LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root)
     dm.prepare_data()
     dm.setup("fit")
-    if method == "rho" or (method == "judge" and corpus == "vitalwiki"):
+    if spec.needs_reference(judge):
         reference = reference or get_or_train(corpus, "standard", profile, seed, root=out.parent,
                                               cache_root=cache_root, progress=progress) / "model"
-        ref_loss, ref_topk = reference_token_arrays(reference, dm, top_k=REFERENCE_TOP_K if method == "judge" else 0)
+        ref_loss, ref_topk = reference_token_arrays(reference, dm, top_k=spec.reference_top_k(judge))
         dm.attach_token_array("ref_loss", ref_loss)
         if ref_topk is not None:
             dm.attach_token_array("ref_topk", ref_topk)
-    judge = (exact_judge if corpus == "synthbio" else reference_judge) if method == "judge" else None
 
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_slm(profile.model, dm.vocab_size, profile.data.seq_len, dm.pad_id, dm.tokenizer.bos_token_id,
                       dm.tokenizer.eos_token_id, seed)
-    module = LacyLM(model, method, dm.call_id, tcfg, judge=judge, seed=seed)
+    module = LacyLM(model, method, dm.call_id, tcfg, judge=judge.judge if spec.needs_judge else None, seed=seed)
     with _deterministic_algorithms(accelerator == "cpu"), _quiet(not progress):
         trainer = build_trainer(tcfg, accelerator, out, progress, callbacks)
         train_windows = dm.dataset("train")
@@ -269,8 +267,7 @@ def reference_token_arrays(model_dir: Path, dm: LacyDataModule, top_k: int = 0, 
             logits = model(input_ids=chunk[:, :-1]).logits
             losses.append(token_terms(logits, chunk[:, 1:], dm.call_id).learn.float().cpu())
             if top_k:
-                masked = logits.float().index_fill(-1, torch.tensor([dm.call_id], device=device), float("-inf"))
-                tops.append(masked.topk(top_k, dim=-1).indices.to(torch.int32).cpu())
+                tops.append(without_call(logits.float(), dm.call_id).topk(top_k, dim=-1).indices.to(torch.int32).cpu())
     loss = np.zeros(n_tokens, dtype=np.float32)
     loss[1:] = torch.cat(losses).reshape(-1)[: n_tokens - 1].numpy()
     topk = None

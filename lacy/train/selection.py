@@ -1,14 +1,15 @@
 """Token-selection rules: which positions of a batch learn ``<CALL>``, which are ignored, which learn.
 
 Every rule is a pure function of per-token tensors ``[B, T]`` returning a :class:`Selection` of two
-disjoint masks, with one keyword signature so the training step calls
-``SELECTION_RULES[method](loss, valid, fact, fraction=..., granularity=..., ...)``:
+disjoint masks, with one keyword signature. Each rule is declared with what it needs in a
+:class:`Method` record (:data:`METHOD_SPECS`), the one place a method name is decoded:
 
 - ``call``: the target becomes ``<CALL>`` (learned with the ordinary softmax);
 - ``learn``: the original target is learned with the softmax renormalised without ``<CALL>``;
 - neither (``Selection.ignored(valid)``): the position contributes no loss.
 
-Counting rules (design.md §6, fixing what third-party Rho-1 code gets wrong):
+Counting rules (fixing what third-party Rho-1 code gets wrong: it selects padding tokens and normalises
+per rank):
 
 - Padding (``valid=False``) is never selected and never learned.
 - ``lacy`` converts ``k = floor(fraction * n_fact + 1/2)`` tokens of a group, where ``n_fact`` is the
@@ -32,6 +33,9 @@ from typing import Callable, Mapping, Protocol
 
 import torch
 from torch import Tensor
+
+from lacy.profiles import check_choice
+from lacy.train.objective import without_call
 
 GRANULARITIES = ("batch", "sequence")
 
@@ -211,19 +215,6 @@ def select_ignore_facts(
     return _ignore_selected(valid, _lacy_mask(loss, valid, fact, fraction, granularity))
 
 
-SELECTION_RULES: dict[str, SelectionRule] = {
-    "standard": select_standard,
-    "lacy": select_lacy,
-    "loss": select_loss,
-    "facts": select_facts,
-    "rho": select_rho,
-    "judge": select_judge,
-    "random": select_random,
-    "ignore": select_ignore,
-    "ignore_facts": select_ignore_facts,
-}
-
-
 # ---- judges -------------------------------------------------------------------------------------
 
 Judge = Callable[[Mapping[str, Tensor], Tensor, int], Tensor]
@@ -232,8 +223,7 @@ Judge = Callable[[Mapping[str, Tensor], Tensor, int], Tensor]
 
 def greedy_without_call(logits: Tensor, call_id: int) -> Tensor:
     """The model's greedy next token among real tokens (``<CALL>`` excluded), ``[B, T]``."""
-    logits = logits.detach()
-    return logits.index_fill(-1, torch.tensor([call_id], device=logits.device), float("-inf")).argmax(-1)
+    return without_call(logits.detach(), call_id).argmax(-1)
 
 
 def exact_judge(batch: Mapping[str, Tensor], logits: Tensor, call_id: int) -> Tensor:
@@ -256,3 +246,94 @@ def reference_judge(batch: Mapping[str, Tensor], logits: Tensor, call_id: int) -
     prediction = greedy_without_call(logits, call_id)
     plausible = (batch["ref_topk"] == prediction.unsqueeze(-1)).any(-1)
     return batch["valid"] & (prediction != batch["targets"]) & ~plausible
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge and what it reads: ``reference_top_k > 0`` means a reference model's top-k next tokens
+    (``batch["ref_topk"]``), which training attaches before the first step."""
+
+    judge: Judge
+    reference_top_k: int = 0
+
+
+JUDGES: dict[str, JudgeSpec] = {
+    "exact": JudgeSpec(exact_judge),
+    "reference": JudgeSpec(reference_judge, reference_top_k=5),
+}
+"""Judges by name; each corpus names its own (:attr:`lacy.data.corpora.Corpus.judge`)."""
+
+
+# ---- methods ------------------------------------------------------------------------------------
+
+EFFECTS = ("call", "ignore", "none")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: its selection rule and everything the rule needs, declared in one place.
+
+    ``effect``: what happens to the selected tokens (``"call"``: they learn ``<CALL>``; ``"ignore"``:
+    they get no loss; ``"none"``: nothing is selected). ``needs_reference_loss``: the rule ranks by
+    a reference model's per-token loss (``batch["ref_loss"]``). ``needs_judge``: the rule reads a
+    judge's ``unacceptable`` mask (the corpus decides which judge). ``stochastic``: the rule draws
+    from the ``generator`` it is given.
+    """
+
+    name: str
+    rule: SelectionRule
+    effect: str = "call"
+    needs_reference_loss: bool = False
+    needs_judge: bool = False
+    stochastic: bool = False
+
+    def reference_top_k(self, judge: JudgeSpec) -> int:
+        """How many reference top-k next tokens training must attach (0: none)."""
+        return judge.reference_top_k if self.needs_judge else 0
+
+    def needs_reference(self, judge: JudgeSpec) -> bool:
+        """Whether training needs a reference model (for its losses or for the judge)."""
+        return self.needs_reference_loss or self.reference_top_k(judge) > 0
+
+    def rule_inputs(self, loss: Tensor, batch: Mapping[str, Tensor], logits: Tensor, call_id: int,
+                    judge: Judge | None = None) -> dict[str, Tensor | None]:
+        """The rule's tensor arguments for one batch: ``loss`` (the current per-token loss), ``valid``,
+        ``fact``, ``ref_loss`` (when the batch carries it) and ``unacceptable`` (the judge's mask,
+        for methods that need one)."""
+        if self.needs_judge and judge is None:
+            raise ValueError(f"method {self.name!r} needs a judge: one of lacy.train.selection.JUDGES "
+                             f"({', '.join(JUDGES)}); the corpus names its own")
+        if self.needs_reference_loss and batch.get("ref_loss") is None:
+            raise ValueError(f"method {self.name!r} needs batch['ref_loss'] (a reference model's per-token loss); "
+                             "lacy.train.run.train attaches it")
+        return {"loss": loss, "valid": batch["valid"], "fact": batch["fact"], "ref_loss": batch.get("ref_loss"),
+                "unacceptable": judge(batch, logits, call_id) if self.needs_judge else None}
+
+    def select(self, inputs: Mapping[str, Tensor | None], *, fraction: float, granularity: str,
+               generator: torch.Generator | None = None) -> Selection:
+        """Apply the rule to :meth:`rule_inputs` (possibly gathered over ranks)."""
+        return self.rule(inputs["loss"], inputs["valid"], inputs["fact"], fraction=fraction, granularity=granularity,
+                         ref_loss=inputs["ref_loss"], unacceptable=inputs["unacceptable"],
+                         generator=generator if self.stochastic else None)
+
+
+METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
+    Method("standard", select_standard, effect="none"),
+    Method("lacy", select_lacy),
+    Method("loss", select_loss),
+    Method("facts", select_facts),
+    Method("rho", select_rho, needs_reference_loss=True),
+    Method("judge", select_judge, needs_judge=True),
+    Method("random", select_random, stochastic=True),
+    Method("ignore", select_ignore, effect="ignore"),
+    Method("ignore_facts", select_ignore_facts, effect="ignore"),
+)}
+"""Every training method, in the order of :data:`lacy.profiles.METHODS` (the CLI's light list of names,
+kept equal to these keys by a test)."""
+
+SELECTION_RULES: dict[str, SelectionRule] = {name: m.rule for name, m in METHOD_SPECS.items()}
+
+
+def get_method(name: str) -> Method:
+    """The :class:`Method` called ``name``; a ConfigError lists the valid names otherwise."""
+    return METHOD_SPECS[check_choice("method", name, tuple(METHOD_SPECS))]
