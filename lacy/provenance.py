@@ -1,28 +1,25 @@
-"""Where a number came from: run provenance for chapters, and the store of their headline results.
+"""Where a number came from: the provenance of a chapter's run, and saving its headline results.
 
 Every chapter of the book calls :func:`start` right after its ``parameters`` cell and :func:`show` in
 its last cell. ``show`` prints a ``key: value`` block whose first line is ``profile: <name>`` (read by
 ``python -m lacy.book check-outputs`` to refuse committed chapters executed with the ``smoke``
-profile), then a table of the resolved profile settings. The block records the seed, the lacy
-version and git commit (with a dirty flag for the library sources), the versions of the main
-dependencies, the device and the wall time since ``start()``.
+profile), then a table of the profile settings the chapter ran with. The block records the seed, the
+settings that differ from the named profile (``overrides``), the lacy version and git commit (with a
+dirty flag for the library sources), the versions of the main dependencies, the device and the wall
+time since ``start()``.
 
-Headline numbers are saved with :func:`save_results` as JSON under
-``{run_root}/results/{profile}/{chapter}.json`` and read back by the summary page
-(``book/summary.ipynb``) through :func:`load_results` and :func:`tidy_results`. Results are either a
-mapping of names to numbers (nested mappings allowed; keys are joined with ``.``) or a DataFrame.
-For the summary's cross-chapter tables, prefer a tidy DataFrame with a ``metric`` and a ``value``
-column plus the columns that identify the number: ``corpus``, ``method``, ``budget`` (call budget
-as a fraction), ``signal``. Metric names the summary tabulates: ``factscore`` (0-100, at a
-``budget``; the paper's main budget is 0.22, §5), ``auroc`` (per ``signal``, §3) and names
-containing ``ratio`` (benchmark ratios).
+The settings are those of the :class:`~lacy.profiles.Profile` object the chapter used, never a
+re-resolve of its name: a chapter that runs with ``settings.override(...)`` hands that object to
+:func:`use` (or to :func:`start`, :func:`show`), and the block shows the overridden values.
+
+Headline numbers are saved with :func:`save_results` into the results store (:mod:`lacy.results`,
+which documents the schema and builds the summary page's tables).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import platform
 import subprocess
@@ -33,12 +30,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 
 import lacy
-from lacy.io import atomic_write
-from lacy.profiles import Profile, get_profile
+from lacy.profiles import PROFILES, Profile, get_profile
+from lacy.results import format_seconds, write_results
 
 PACKAGES = ("torch", "lightning", "transformers", "tokenizers", "spacy")
 """Dependencies whose versions are recorded with every run."""
@@ -53,7 +49,7 @@ OUTPUT_METADATA_KEY = "lacy_provenance"
 @dataclass
 class _Session:
     started: float | None = None
-    profile: str | None = None
+    profile: Profile | None = None
     seed: int | None = None
 
 
@@ -67,6 +63,7 @@ class Provenance:
     profile: str
     seed: int | None
     settings: dict[str, Any]
+    overrides: dict[str, Any]
     lacy_version: str
     git_commit: str
     git_dirty: bool | None
@@ -82,10 +79,11 @@ class Provenance:
     def lines(self) -> list[str]:
         """The ``key: value`` block, ``profile: <name>`` first."""
         dirty = {True: ", dirty", False: "", None: ""}[self.git_dirty]
-        wall = "not measured (call lacy.provenance.start() first)" if self.wall_seconds is None else _format_seconds(self.wall_seconds)
+        wall = "not measured (call lacy.provenance.start() first)" if self.wall_seconds is None else format_seconds(self.wall_seconds)
         out = [
             f"{PROFILE_LINE_PREFIX}{self.profile}",
             f"seed: {self.seed}",
+            *([f"overrides: {', '.join(f'{k}={_format_value(v)}' for k, v in self.overrides.items())}"] if self.overrides else []),
             f"lacy: {self.lacy_version} (git {self.git_commit}{dirty})",
             f"python: {self.python}",
             *(f"{name}: {version}" for name, version in self.packages.items()),
@@ -120,8 +118,9 @@ class Provenance:
 def start(profile: str | Profile | None = None, seed: int | None = None) -> None:
     """Start the wall-time clock of a chapter and remember its profile and seed.
 
-    Call it in the cell right after the ``parameters`` cell. The remembered profile and seed are
-    the defaults of :func:`show` and :func:`save_results`.
+    Call it in the cell right after the ``parameters`` cell. The remembered profile (a name is
+    resolved now; a :class:`~lacy.profiles.Profile` keeps its overrides) and seed are the defaults
+    of :func:`show` and :func:`save_results`.
     """
     _session.started = time.perf_counter()
     # A chapter's output is read, not watched: no per-load progress bars, no library chatter.
@@ -132,15 +131,28 @@ def start(profile: str | Profile | None = None, seed: int | None = None) -> None
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    _session.profile = _profile_name(profile) if profile is not None else None
+    _session.profile = None if profile is None else _resolve_profile(profile)
     _session.seed = seed
+
+
+def use(profile: Profile) -> Profile:
+    """Record that the chapter runs with ``profile`` (e.g. ``settings.override({...})``); returns it.
+
+    Later :func:`show` and :func:`save_results` calls record these settings, overrides included,
+    also when they are given the profile's name.
+    """
+    if not isinstance(profile, Profile):
+        raise TypeError(f"use() expects a lacy.profiles.Profile (e.g. settings.override(...)), got {type(profile).__name__}")
+    _session.profile = profile
+    return profile
 
 
 def capture(profile: str | Profile | None = None, seed: int | None = None, **extra: Any) -> Provenance:
     """Collect the provenance of the current process.
 
-    ``profile`` is a profile name (resolved with :func:`lacy.profiles.get_profile`) or a resolved
-    :class:`~lacy.profiles.Profile` (keeps overrides); defaults to the one given to :func:`start`.
+    ``profile`` is a :class:`~lacy.profiles.Profile` (kept with its overrides) or a name: the
+    profile given to :func:`start` or :func:`use` when it has that name, else the named profile.
+    Defaults to the one given to :func:`start` or :func:`use`.
     ``extra`` adds ``key: value`` lines (e.g. ``helper="SmolLM2-135M"``).
     """
     resolved = _resolve_profile(profile)
@@ -152,6 +164,7 @@ def capture(profile: str | Profile | None = None, seed: int | None = None, **ext
         profile=resolved.name,
         seed=seed,
         settings=resolved.to_dict(),
+        overrides=_overrides(resolved),
         lacy_version=lacy.__version__,
         git_commit=commit,
         git_dirty=dirty,
@@ -183,6 +196,17 @@ def show(profile: str | Profile | None = None, seed: int | None = None, **extra:
         print(table.to_string())
 
 
+def save_results(run_root: str | Path, chapter: str, results: Mapping[str, Any] | pd.DataFrame, *,
+                 profile: str | Profile | None = None, seed: int | None = None) -> Path:
+    """Save a chapter's headline numbers with their provenance into the results store; returns the path.
+
+    ``chapter`` is the notebook name without extension (``"04_cascade"``); ``results`` a mapping of
+    names to numbers or a DataFrame (schema: :mod:`lacy.results`). ``profile`` and ``seed`` default
+    to those given to :func:`start` or :func:`use`.
+    """
+    return write_results(run_root, chapter, results, capture(profile, seed).to_dict())
+
+
 def git_state(path: str | Path | None = None) -> tuple[str, bool | None]:
     """``(short commit, dirty)`` of the git checkout holding the lacy sources.
 
@@ -202,219 +226,43 @@ def git_state(path: str | Path | None = None) -> tuple[str, bool | None]:
         return _installed_commit(), None
 
 
-# --- results store --------------------------------------------------------------------------------
-
-
-def results_path(run_root: str | Path, profile: str, chapter: str) -> Path:
-    """``{run_root}/results/{profile}/{chapter}.json``."""
-    return Path(run_root) / "results" / profile / f"{chapter}.json"
-
-
-def save_results(
-    run_root: str | Path,
-    chapter: str,
-    results: Mapping[str, Any] | pd.DataFrame,
-    *,
-    profile: str | Profile | None = None,
-    seed: int | None = None,
-) -> Path:
-    """Save a chapter's headline numbers with their provenance; returns the JSON path.
-
-    ``chapter`` is the notebook name without extension (``"04_cascade"``). ``profile`` and ``seed``
-    default to those given to :func:`start`. NaN and infinities are stored as null.
-    """
-    record = capture(profile, seed)
-    if isinstance(results, pd.DataFrame):
-        kind, payload = "table", results.reset_index(drop=not _has_named_index(results)).to_dict(orient="records")
-    elif isinstance(results, Mapping):
-        kind, payload = "mapping", dict(results)
-    else:
-        raise TypeError(f"save_results expects a mapping or a pandas DataFrame, got {type(results).__name__}")
-    document = {
-        "chapter": chapter,
-        "profile": record.profile,
-        "seed": record.seed,
-        "kind": kind,
-        "results": payload,
-        "provenance": record.to_dict(),
-    }
-    path = results_path(run_root, record.profile, chapter)
-    with atomic_write(path) as fh:
-        fh.write(json.dumps(_jsonable(document), indent=1, allow_nan=False) + "\n")
-    return path
-
-
-@dataclass(frozen=True)
-class ChapterResults:
-    """One chapter's saved headline numbers (``results``: a dict or a DataFrame) and provenance."""
-
-    chapter: str
-    profile: str
-    seed: int | None
-    results: dict[str, Any] | pd.DataFrame
-    provenance: dict[str, Any]
-
-
-def load_results(run_root: str | Path, profile: str) -> dict[str, ChapterResults]:
-    """Every chapter's results saved under ``run_root`` for ``profile``, keyed by chapter name."""
-    out: dict[str, ChapterResults] = {}
-    for path in sorted((Path(run_root) / "results" / profile).glob("*.json")):
-        document = json.loads(path.read_text())
-        results = document["results"]
-        if document.get("kind") == "table":
-            results = pd.DataFrame.from_records(results)
-        out[document["chapter"]] = ChapterResults(
-            chapter=document["chapter"],
-            profile=document["profile"],
-            seed=document.get("seed"),
-            results=results,
-            provenance=document.get("provenance", {}),
-        )
-    return out
-
-
-def tidy_results(results: Mapping[str, ChapterResults]) -> pd.DataFrame:
-    """All chapters' numbers as one long table: ``chapter``, ``metric``, ``value`` + identifying columns.
-
-    Mappings are flattened (nested keys joined with ``.``); DataFrames with ``metric``/``value``
-    columns are kept as they are; other DataFrames are melted, numeric columns becoming metrics and
-    the other columns identifying them.
-    """
-    frames = []
-    for name, chapter in results.items():
-        if isinstance(chapter.results, pd.DataFrame):
-            frame = _tidy_frame(chapter.results)
-        else:
-            flat = _flatten(chapter.results)
-            frame = pd.DataFrame({"metric": list(flat), "value": list(flat.values())})
-        frames.append(frame.assign(chapter=name))
-    if not frames:
-        return pd.DataFrame(columns=["chapter", "metric", "value"])
-    tidy = pd.concat(frames, ignore_index=True)
-    first = ["chapter", "metric"]
-    return tidy[first + [c for c in tidy.columns if c not in (*first, "value")] + ["value"]]
-
-
-def chapter_status(results: Mapping[str, ChapterResults], chapters: list[str]) -> pd.DataFrame:
-    """One row per expected chapter: ``ran`` or ``not run``, with seed, git commit and wall time."""
-    rows = []
-    for chapter in chapters:
-        found = results.get(chapter)
-        if found is None:
-            rows.append({"chapter": chapter, "status": "not run", "seed": "", "git": "", "wall time": "", "date": ""})
-            continue
-        prov = found.provenance
-        dirty = "+dirty" if prov.get("git_dirty") else ""
-        wall = prov.get("wall_seconds")
-        rows.append({
-            "chapter": chapter,
-            "status": "ran",
-            "seed": found.seed,
-            "git": f"{prov.get('git_commit', 'unknown')}{dirty}",
-            "wall time": "" if wall is None else _format_seconds(wall),
-            "date": prov.get("date"),
-        })
-    return pd.DataFrame(rows).set_index("chapter")
-
-
-def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.DataFrame]:
-    """Cross-chapter tables found in ``tidy``: FactScore at ``budget``, signal AUROCs, bench ratios.
-
-    Returns only the tables for which numbers exist, keyed by a caption. FactScore is pivoted to
-    method × corpus when both columns are present (the paper's main budget is 22%, §5); AUROC is
-    indexed by ``signal`` when present (§3).
-    """
-    tables: dict[str, pd.DataFrame] = {}
-    if tidy.empty:
-        return tables
-    metric = tidy["metric"].astype(str).str.lower()
-    factscore = tidy[metric.str.contains("factscore")]
-    if "budget" in factscore.columns:
-        at_budget = pd.to_numeric(factscore["budget"], errors="coerce")
-        factscore = factscore[np.isclose(at_budget, budget) | at_budget.isna()]
-    if not factscore.empty:
-        tables[f"FactScore at a {budget:.0%} call budget"] = _pivot(factscore, ["method", "helper"], "corpus")
-    auroc = tidy[metric.str.contains("auroc")]
-    if not auroc.empty:
-        tables["AUROC of the token signals"] = _pivot(auroc, ["signal", "target"], "corpus")
-    ratios = tidy[metric.str.contains("ratio")]
-    if not ratios.empty:
-        tables["Benchmark ratios"] = ratios.dropna(axis=1, how="all").reset_index(drop=True)
-    return tables
-
-
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def _pivot(frame: pd.DataFrame, index: list[str], columns: str) -> pd.DataFrame:
-    """Pivot ``value`` to ``index`` (the listed columns that exist) × ``columns`` (else × chapter).
-
-    Every identifying column that exists is kept in the index, so unrelated numbers (say AUROCs for
-    different targets) are never averaged together."""
-    frame = frame.dropna(axis=1, how="all")
-    present = [c for c in index if c in frame.columns]
-    if not present:
-        return frame.reset_index(drop=True)
-    return frame.pivot_table(index=present, columns=columns if columns in frame.columns else "chapter",
-                             values="value", aggfunc="mean")
 
 
-def _tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    if {"metric", "value"} <= set(frame.columns):
-        return frame.copy()
-    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and c not in ("budget", "seed")]
-    ids = [c for c in frame.columns if c not in numeric]
-    return frame.melt(id_vars=ids, value_vars=numeric, var_name="metric", value_name="value")
 
-
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _has_named_index(frame: pd.DataFrame) -> bool:
-    return any(name is not None for name in frame.index.names)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays unwrapped, NaN/inf → None, paths → str."""
-    if isinstance(obj, Mapping):
-        return {str(key): _jsonable(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(value) for value in obj]
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    if obj is pd.NA or obj is pd.NaT:
-        return None
-    if isinstance(obj, (Path, pd.Timestamp, dt.datetime, dt.date)):
-        return str(obj)
-    raise TypeError(f"cannot store {type(obj).__name__} {obj!r} in results JSON; use numbers, strings, lists or dicts")
-
-
-def _profile_name(profile: str | Profile) -> str:
-    return profile.name if isinstance(profile, Profile) else str(profile)
 
 
 def _resolve_profile(profile: str | Profile | None) -> Profile:
     if isinstance(profile, Profile):
         return profile
-    name = profile if profile is not None else _session.profile
-    if name is None:
-        raise ValueError(
-            "no profile given: pass profile=... or call lacy.provenance.start(profile, seed) first "
-            "(right after the chapter's parameters cell)"
-        )
-    return get_profile(name)
+    if profile is None:
+        if _session.profile is None:
+            raise ValueError(
+                "no profile given: pass profile=... or call lacy.provenance.start(profile, seed) first "
+                "(right after the chapter's parameters cell)"
+            )
+        return _session.profile
+    if _session.profile is not None and _session.profile.name == profile:
+        return _session.profile
+    return get_profile(profile)
+
+
+def _overrides(profile: Profile) -> dict[str, Any]:
+    """Dotted keys whose value differs from the named profile's (empty for a profile of another name)."""
+    base = PROFILES.get(profile.name)
+    return {} if base is None else _differences(base.to_dict(), profile.to_dict())
+
+
+def _differences(base: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in actual.items():
+        if isinstance(value, Mapping):
+            out.update(_differences(base.get(key, {}), value, f"{prefix}{key}."))
+        elif base.get(key) != value:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def in_ipython() -> bool:
@@ -468,11 +316,6 @@ def _accelerator() -> str:
         return "Apple MPS"
     return "CPU only"
 
-
-def _format_seconds(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
 
 
 def _format_value(value: Any) -> str:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import lacy
-from lacy import provenance
+from lacy import provenance, results
 from lacy.profiles import get_profile
 
 
@@ -71,6 +71,27 @@ def test_a_resolved_profile_keeps_its_overrides():
     assert "name" not in table.index
 
 
+def test_a_chapter_that_overrides_its_settings_shows_the_overridden_settings(capsys):
+    """Chapter 6 evaluates with ``settings.override(...)``: the provenance block must say so."""
+    provenance.start("smoke", 0)
+    settings = get_profile("smoke")
+    eval_settings = provenance.use(settings.override({"eval.n_subjects": "2", "eval.max_new_tokens": "5"}))
+    assert eval_settings.eval.n_subjects == 2
+    provenance.show("smoke", 0)  # the chapter's last cell names the profile; the settings are the object's
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "profile: smoke"
+    assert "overrides: eval.n_subjects=2, eval.max_new_tokens=5" in out
+    assert "n_subjects=2" in out and f"n_subjects={settings.eval.n_subjects}" not in out
+    record = provenance.capture()
+    assert record.settings["eval"]["n_subjects"] == 2 and record.overrides == {"eval.n_subjects": 2, "eval.max_new_tokens": 5}
+
+
+def test_a_plain_profile_has_no_overrides_line():
+    assert not any(line.startswith("overrides:") for line in provenance.capture("cpu", seed=0).lines())
+    with pytest.raises(TypeError, match="Profile"):
+        provenance.use("smoke")
+
+
 def test_without_profile_or_start_the_error_says_what_to_do():
     with pytest.raises(ValueError, match="start"):
         provenance.capture()
@@ -93,7 +114,7 @@ def test_mapping_results_round_trip_with_numpy_and_nan(tmp_path):
     assert path == tmp_path / "results" / "smoke" / "04_cascade.json"
     stored = json.loads(path.read_text())  # strict JSON: NaN was stored as null
     assert stored["provenance"]["profile"] == "smoke"
-    loaded = provenance.load_results(tmp_path, "smoke")["04_cascade"]
+    loaded = results.load_results(tmp_path, "smoke")["04_cascade"]
     assert (loaded.profile, loaded.seed) == ("smoke", 2)
     assert loaded.results == {"factscore": {"lacy": 22.5, "standard": None}, "n": 4}
 
@@ -101,9 +122,9 @@ def test_mapping_results_round_trip_with_numpy_and_nan(tmp_path):
 def test_table_results_round_trip(tmp_path):
     frame = pd.DataFrame({"method": ["lacy", "loss"], "corpus": "synthbio", "metric": "factscore", "budget": 0.22, "value": [22.7, 18.0]})
     provenance.save_results(tmp_path, "04_cascade", frame, profile="cpu", seed=0)
-    loaded = provenance.load_results(tmp_path, "cpu")["04_cascade"].results
+    loaded = results.load_results(tmp_path, "cpu")["04_cascade"].results
     pd.testing.assert_frame_equal(loaded, frame)
-    assert provenance.load_results(tmp_path, "gpu") == {}
+    assert results.load_results(tmp_path, "gpu") == {}
 
 
 def test_save_results_refuses_what_json_cannot_hold(tmp_path):
@@ -120,11 +141,11 @@ def _store(tmp_path):
         "method": ["lacy", "lacy", "standard", "lacy"], "corpus": ["synthbio", "synthbio", "synthbio", "vitalwiki"],
         "metric": "factscore", "budget": [0.22, 0.8, 0.22, 0.22], "value": [22.7, 25.6, 15.9, 12.0]}), profile="cpu")
     provenance.save_results(tmp_path, "07_bench", {"throughput": {"speed_ratio": 2.5}}, profile="cpu")
-    return provenance.load_results(tmp_path, "cpu")
+    return results.load_results(tmp_path, "cpu")
 
 
 def test_tidy_results_flattens_mappings_and_melts_wide_tables(tmp_path):
-    tidy = provenance.tidy_results(_store(tmp_path))
+    tidy = results.tidy_results(_store(tmp_path))
     assert list(tidy.columns[:2]) == ["chapter", "metric"] and tidy.columns[-1] == "value"
     bench = tidy[tidy.chapter == "07_bench"]
     assert bench[["metric", "value"]].values.tolist() == [["throughput.speed_ratio", 2.5]]
@@ -134,17 +155,17 @@ def test_tidy_results_flattens_mappings_and_melts_wide_tables(tmp_path):
 
 
 def test_headline_tables_pick_the_budget_and_pivot(tmp_path):
-    tables = provenance.headline_tables(provenance.tidy_results(_store(tmp_path)), budget=0.22)
+    tables = results.headline_tables(results.tidy_results(_store(tmp_path)), budget=0.22)
     factscore = tables["FactScore at a 22% call budget"]
     assert factscore.loc["lacy", "synthbio"] == 22.7  # the 80% budget row is left out
     assert factscore.loc["lacy", "vitalwiki"] == 12.0
     assert tables["AUROC of the token signals"].loc["loss", "synthbio"] == 0.61
     assert tables["Benchmark ratios"]["value"].tolist() == [2.5]
-    assert provenance.headline_tables(provenance.tidy_results({})) == {}
+    assert results.headline_tables(results.tidy_results({})) == {}
 
 
 def test_chapter_status_marks_missing_chapters_not_run(tmp_path):
-    status = provenance.chapter_status(_store(tmp_path), ["01_data", "04_cascade"])
+    status = results.chapter_status(_store(tmp_path), ["01_data", "04_cascade"])
     assert status.loc["01_data", "status"] == "not run"
     assert status.loc["04_cascade", "status"] == "ran"
     assert status.loc["04_cascade", "git"].startswith(provenance.git_state()[0])

@@ -1,0 +1,229 @@
+"""The store of chapters' headline results and the summary page's cross-chapter tables.
+
+Each chapter saves its headline numbers once per profile with :func:`lacy.provenance.save_results`,
+which captures the run's provenance and calls :func:`write_results`. The summary page
+(``book/summary.ipynb``) reads them back with :func:`load_results` and :func:`tidy_results` and
+shows :func:`chapter_status` and :func:`headline_tables`.
+
+Schema. One JSON file per chapter and profile, ``{run_root}/results/{profile}/{chapter}.json``::
+
+    {"chapter": "04_cascade",            # the notebook name without extension
+     "profile": "cpu", "seed": 0,        # what it ran with (also inside "provenance")
+     "kind": "table" | "mapping",
+     "results": [...] | {...},           # table: a list of row records; mapping: names -> numbers
+     "provenance": {...}}                # lacy.provenance.Provenance.to_dict(): settings, code, machine
+
+NaN and infinities are stored as null. A mapping may nest (keys are joined with ``.`` when tidied).
+For the cross-chapter tables, prefer a tidy table with a ``metric`` and a ``value`` column plus the
+columns that identify the number: ``corpus``, ``method``, ``helper``, ``budget`` (call budget as a
+fraction), ``signal``, ``target``. Metric names the summary tabulates: names containing
+``factscore`` (0-100, at a ``budget``; the paper's main budget is 0.22, §5), ``auroc`` (per
+``signal``, §3) and ``ratio`` (benchmark ratios).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from lacy.io import atomic_write
+
+# --- the store --------------------------------------------------------------------------------
+
+
+def results_path(run_root: str | Path, profile: str, chapter: str) -> Path:
+    """``{run_root}/results/{profile}/{chapter}.json``."""
+    return Path(run_root) / "results" / profile / f"{chapter}.json"
+
+
+def write_results(run_root: str | Path, chapter: str, results: Mapping[str, Any] | pd.DataFrame,
+                  provenance: Mapping[str, Any]) -> Path:
+    """Write one chapter's results document (schema in the module docstring); returns its path.
+
+    ``provenance`` is the record of the run (:meth:`lacy.provenance.Provenance.to_dict`); its
+    ``profile`` and ``seed`` name the file and head the document. NaN and infinities are stored as null.
+    """
+    if isinstance(results, pd.DataFrame):
+        kind, payload = "table", results.reset_index(drop=not _has_named_index(results)).to_dict(orient="records")
+    elif isinstance(results, Mapping):
+        kind, payload = "mapping", dict(results)
+    else:
+        raise TypeError(f"save_results expects a mapping or a pandas DataFrame, got {type(results).__name__}")
+    document = {
+        "chapter": chapter,
+        "profile": provenance["profile"],
+        "seed": provenance["seed"],
+        "kind": kind,
+        "results": payload,
+        "provenance": dict(provenance),
+    }
+    path = results_path(run_root, provenance["profile"], chapter)
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(_jsonable(document), indent=1, allow_nan=False) + "\n")
+    return path
+
+
+@dataclass(frozen=True)
+class ChapterResults:
+    """One chapter's saved headline numbers (``results``: a dict or a DataFrame) and provenance."""
+
+    chapter: str
+    profile: str
+    seed: int | None
+    results: dict[str, Any] | pd.DataFrame
+    provenance: dict[str, Any]
+
+
+def load_results(run_root: str | Path, profile: str) -> dict[str, ChapterResults]:
+    """Every chapter's results saved under ``run_root`` for ``profile``, keyed by chapter name."""
+    out: dict[str, ChapterResults] = {}
+    for path in sorted((Path(run_root) / "results" / profile).glob("*.json")):
+        document = json.loads(path.read_text())
+        results = document["results"]
+        if document.get("kind") == "table":
+            results = pd.DataFrame.from_records(results)
+        out[document["chapter"]] = ChapterResults(
+            chapter=document["chapter"],
+            profile=document["profile"],
+            seed=document.get("seed"),
+            results=results,
+            provenance=document.get("provenance", {}),
+        )
+    return out
+
+
+def tidy_results(results: Mapping[str, ChapterResults]) -> pd.DataFrame:
+    """All chapters' numbers as one long table: ``chapter``, ``metric``, ``value`` + identifying columns.
+
+    Mappings are flattened (nested keys joined with ``.``); DataFrames with ``metric``/``value``
+    columns are kept as they are; other DataFrames are melted, numeric columns becoming metrics and
+    the other columns identifying them.
+    """
+    frames = []
+    for name, chapter in results.items():
+        if isinstance(chapter.results, pd.DataFrame):
+            frame = _tidy_frame(chapter.results)
+        else:
+            flat = _flatten(chapter.results)
+            frame = pd.DataFrame({"metric": list(flat), "value": list(flat.values())})
+        frames.append(frame.assign(chapter=name))
+    if not frames:
+        return pd.DataFrame(columns=["chapter", "metric", "value"])
+    tidy = pd.concat(frames, ignore_index=True)
+    first = ["chapter", "metric"]
+    return tidy[first + [c for c in tidy.columns if c not in (*first, "value")] + ["value"]]
+
+
+def chapter_status(results: Mapping[str, ChapterResults], chapters: list[str]) -> pd.DataFrame:
+    """One row per expected chapter: ``ran`` or ``not run``, with seed, git commit and wall time."""
+    rows = []
+    for chapter in chapters:
+        found = results.get(chapter)
+        if found is None:
+            rows.append({"chapter": chapter, "status": "not run", "seed": "", "git": "", "wall time": "", "date": ""})
+            continue
+        prov = found.provenance
+        dirty = "+dirty" if prov.get("git_dirty") else ""
+        wall = prov.get("wall_seconds")
+        rows.append({
+            "chapter": chapter,
+            "status": "ran",
+            "seed": found.seed,
+            "git": f"{prov.get('git_commit', 'unknown')}{dirty}",
+            "wall time": "" if wall is None else format_seconds(wall),
+            "date": prov.get("date"),
+        })
+    return pd.DataFrame(rows).set_index("chapter")
+
+
+def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.DataFrame]:
+    """Cross-chapter tables found in ``tidy``: FactScore at ``budget``, signal AUROCs, bench ratios.
+
+    Returns only the tables for which numbers exist, keyed by a caption. FactScore is pivoted to
+    method × corpus when both columns are present (the paper's main budget is 22%, §5); AUROC is
+    indexed by ``signal`` when present (§3).
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    if tidy.empty:
+        return tables
+    metric = tidy["metric"].astype(str).str.lower()
+    factscore = tidy[metric.str.contains("factscore")]
+    if "budget" in factscore.columns:
+        at_budget = pd.to_numeric(factscore["budget"], errors="coerce")
+        factscore = factscore[np.isclose(at_budget, budget) | at_budget.isna()]
+    if not factscore.empty:
+        tables[f"FactScore at a {budget:.0%} call budget"] = _pivot(factscore, ["method", "helper"], "corpus")
+    auroc = tidy[metric.str.contains("auroc")]
+    if not auroc.empty:
+        tables["AUROC of the token signals"] = _pivot(auroc, ["signal", "target"], "corpus")
+    ratios = tidy[metric.str.contains("ratio")]
+    if not ratios.empty:
+        tables["Benchmark ratios"] = ratios.dropna(axis=1, how="all").reset_index(drop=True)
+    return tables
+
+
+
+# --- helpers ---
+
+def _pivot(frame: pd.DataFrame, index: list[str], columns: str) -> pd.DataFrame:
+    """Pivot ``value`` to ``index`` (the listed columns that exist) × ``columns`` (else × chapter).
+
+    Every identifying column that exists is kept in the index, so unrelated numbers (say AUROCs for
+    different targets) are never averaged together."""
+    frame = frame.dropna(axis=1, how="all")
+    present = [c for c in index if c in frame.columns]
+    if not present:
+        return frame.reset_index(drop=True)
+    return frame.pivot_table(index=present, columns=columns if columns in frame.columns else "chapter",
+                             values="value", aggfunc="mean")
+
+def _tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    if {"metric", "value"} <= set(frame.columns):
+        return frame.copy()
+    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and c not in ("budget", "seed")]
+    ids = [c for c in frame.columns if c not in numeric]
+    return frame.melt(id_vars=ids, value_vars=numeric, var_name="metric", value_name="value")
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+def _has_named_index(frame: pd.DataFrame) -> bool:
+    return any(name is not None for name in frame.index.names)
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays unwrapped, NaN/inf → None, paths → str."""
+    if isinstance(obj, Mapping):
+        return {str(key): _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(value) for value in obj]
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    if isinstance(obj, (Path, pd.Timestamp, dt.datetime, dt.date)):
+        return str(obj)
+    raise TypeError(f"cannot store {type(obj).__name__} {obj!r} in results JSON; use numbers, strings, lists or dicts")
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
