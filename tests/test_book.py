@@ -5,6 +5,8 @@ The browser check runs in ``make test`` (``python -m lacy.book smoke``), not her
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,7 +17,7 @@ import yaml
 from lacy import book, plots
 from lacy.profiles import METHODS
 
-ROOT = Path(book.__file__).resolve().parents[1]
+ROOT = Path(book.__file__).resolve().parents[2]  # lacy/book/__init__.py -> repository root
 
 
 def _toc_notebooks() -> list[Path]:
@@ -51,7 +53,29 @@ def test_colab_links_come_from_the_repository_url():
     owner_repo = url.removeprefix("https://github.com/")
     assert book.colab_url(ROOT, "book/04_cascade.ipynb") == (
         f"https://colab.research.google.com/github/{owner_repo}/blob/{book.repository_branch(ROOT)}/book/04_cascade.ipynb")
-    assert f"git+{url}.git" in book.colab_setup_source(ROOT)
+    assert f"git+{book.install_url(ROOT)}.git" in book.colab_setup_source(ROOT)
+    assert book.install_url(ROOT) == url  # pyproject's [project.urls] Repository (when installed) agrees with _config.yml
+
+
+def test_the_colab_install_url_comes_from_the_package_metadata(monkeypatch):
+    class Metadata:
+        def __init__(self, urls):
+            self.urls = urls
+
+        def get_all(self, name):
+            return self.urls if name == "Project-URL" else None
+
+    monkeypatch.setattr(book.layout.metadata, "metadata", lambda name: Metadata(["Homepage, https://x.org", "Repository, https://github.com/me/fork.git"]))
+    assert book.install_url(ROOT) == "https://github.com/me/fork"
+    assert "git+https://github.com/me/fork.git@" in book.colab_setup_source(ROOT)
+    monkeypatch.setattr(book.layout.metadata, "metadata", lambda name: Metadata([]))
+    assert book.install_url(ROOT) == book.repository_url(ROOT)  # not declared: _config.yml repository.url
+
+
+def test_python_m_lacy_book_keeps_its_commands():
+    done = subprocess.run([sys.executable, "-m", "lacy.book", "--help"], capture_output=True, text=True, check=True)
+    for command in ("execute", "build", "smoke", "check-browser", "check-outputs"):
+        assert command in done.stdout
 
 
 # --- a scratch book -------------------------------------------------------------------------------
