@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from lacy.data.annotate import FactRules, precision_recall
 from lacy.data.datamodule import LacyDataModule
+from lacy.profiles import CORPORA, Profile
+
+HEADLINE_FIELDS = ("documents", "tokens", "fact_fraction", "proxy_precision", "proxy_recall")
+"""Fields of each corpus's cache summary that chapter 1 saves as its headline numbers."""
+
+
+def prepared_modules(profile: Profile, seed: int, cache_root: str | Path | None,
+                     corpora: Sequence[str] = CORPORA) -> dict[str, LacyDataModule]:
+    """One data module per corpus with its token cache built (or verified) and loaded."""
+    modules = {corpus: LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root) for corpus in corpora}
+    for dm in modules.values():
+        dm.setup()
+    return modules
+
+
+def corpus_results(modules: dict[str, LacyDataModule]) -> dict[str, Any]:
+    """``{corpus}_{field}`` for the :data:`HEADLINE_FIELDS` of every corpus (the results chapter 1 saves)."""
+    return {f"{corpus}_{key}": dm.summary[key] for corpus, dm in modules.items() for key in HEADLINE_FIELDS}
 
 
 def corpus_table(modules: dict[str, LacyDataModule]) -> pd.DataFrame:

@@ -27,6 +27,21 @@ def run_summaries(run_dirs: Mapping[str, Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def training_results(summary: pd.DataFrame, corpus: str, bench: dict | None = None) -> pd.DataFrame:
+    """Chapter 3's saved results (schema: :mod:`lacy.results`): per method the call fraction, the
+    validation losses and the throughput of :func:`run_summaries`, plus the training benchmark's two
+    ratios when ``bench`` (a :func:`lacy.bench.train.run` result) is given."""
+    columns = ["call_fraction", "val_loss", "val_loss_fact", "val_loss_nonfact", "tokens_per_s"]
+    rows = summary.reset_index()[["method", *columns]].melt(id_vars="method", var_name="metric").assign(corpus=corpus)
+    if bench is None:
+        return rows
+    ratios = pd.DataFrame([
+        {"metric": "bench train: speedup ratio vs naive", "value": bench["speedup_vs_naive"]},
+        {"metric": "bench train: lacy overhead ratio vs standard", "value": bench["lacy_overhead"]},
+    ])
+    return pd.concat([rows, ratios], ignore_index=True)
+
+
 def training_curves(run_dirs: Mapping[str, Path], metrics: tuple[str, ...] = ("train/loss", "train/call_fraction", "val/loss")) -> pd.DataFrame:
     """Tidy per-step metrics of every run: ``method, step, metric, value`` (NaN rows dropped)."""
     frames = []

@@ -20,7 +20,7 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
@@ -102,6 +102,20 @@ def get_or_train(corpus: str, method: str, profile: Profile, seed: int = 0, root
     if not (out / "summary.json").exists():
         train(corpus, method, profile, seed, out, cache_root=cache_root, reference=reference, progress=progress)
     return out
+
+
+def get_or_train_methods(corpus: str, methods: Sequence[str], profile: Profile, seed: int = 0, root: str | Path = "runs",
+                         cache_root: str | Path | None = None, progress: bool = False,
+                         log: Callable[[str], None] | None = print) -> dict[str, Path]:
+    """:func:`get_or_train` for each of ``methods`` (in order): method -> run folder. ``log`` receives one
+    line per method with the seconds it took (to train, or to find the cached run)."""
+    runs = {}
+    for method in methods:
+        started = time.perf_counter()
+        runs[method] = get_or_train(corpus, method, profile, seed, root=root, cache_root=cache_root, progress=progress)
+        if log is not None:
+            log(f"{method:>13}: {time.perf_counter() - started:6.1f} s  ({runs[method].name})")
+    return runs
 
 
 @contextmanager
