@@ -50,3 +50,28 @@ def test_without_call_masks_only_the_call_column():
     masked = without_call(logits, 1)
     assert masked[:, 1].eq(float("-inf")).all() and torch.equal(masked[:, [0, 2]], logits[:, [0, 2]])
     assert masked.argmax(-1).tolist() == [2, 2] and logits[0, 1] == 5.0  # the input is left as it was
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
+def test_the_corpus_adapter_gives_what_evaluation_uses_today(corpus, smoke_profile):
+    """Documents, references and subject candidates agree with lacy.evaluate.run's own corpus branches,
+    so evaluation can switch to the adapter without changing a number."""
+    from lacy.evaluate import run as evaluation
+
+    adapter = get_corpus(corpus)
+    documents, world = adapter.documents(smoke_profile, 0)
+    assert (world is None) == (corpus == "vitalwiki")
+    assert documents == evaluation._corpus_documents(corpus, smoke_profile, 0)[0]
+    assert adapter.references(documents) == evaluation.reference_documents(corpus, smoke_profile, 0, world)
+    candidates = adapter.subject_candidates(documents, world)
+    chosen = evaluation.subjects(corpus, smoke_profile, 0, world)
+    by_name = {c.name: c for c in candidates}
+    assert all(s.n_docs == by_name[s.name].n_docs for s in chosen)
+    labels = evaluation.frequency_labels([c.exposure for c in candidates])
+    assert all(labels[list(by_name).index(s.name)] == s.frequency for s in chosen)
+    nlp = None
+    if adapter.prompt_needs_nlp:
+        from lacy.data.annotate import load_spacy
+
+        nlp = load_spacy(smoke_profile.data.spacy_model or None)
+    assert all(adapter.subject_prompt(s.name, nlp) == s.prompt for s in chosen)

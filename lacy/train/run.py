@@ -170,8 +170,7 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     accelerator = resolve_accelerator(tcfg.accelerator)
 
     dm = LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root)
-    dm.prepare_data()
-    dm.setup("fit")
+    dm.setup("fit")  # builds the token cache when missing, else verifies and loads it (once per run)
     if spec.needs_reference(judge):
         reference = reference or get_or_train(corpus, "standard", profile, seed, root=out.parent,
                                               cache_root=cache_root, progress=progress) / "model"
