@@ -3,8 +3,9 @@
 The paper trains GPT-2 style SLMs (334M, 1.3B; §4). We default to a Llama-style decoder from
 ``transformers`` (RMSNorm, SwiGLU, rotary positions) with SDPA attention and tied embeddings: on CPU
 with bf16 autocast it trains ~2.2x faster than GPT2LMHeadModel in fp32 at the same size (measured on
-a 2-core CPU with bf16 units; without them ``precision="auto"`` falls back to fp32). ``arch="gpt2"`` builds the paper's architecture family. Both are plain Hugging Face models, so
-checkpoints export with ``save_pretrained`` and load anywhere ``AutoModelForCausalLM`` does.
+a 2-core CPU with bf16 units; without them ``precision="auto"`` falls back to fp32). ``arch="gpt2"``
+builds the paper's architecture family. Both are plain Hugging Face models, so checkpoints export
+with ``save_pretrained`` and load anywhere ``AutoModelForCausalLM`` does.
 """
 
 from __future__ import annotations

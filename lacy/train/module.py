@@ -51,7 +51,7 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 class LacyLM(L.LightningModule):
     """Pretrains ``model`` (a Hugging Face causal LM) with the token-selection ``method``.
 
-What the method needs is declared by its :class:`lacy.train.selection.Method` record: ``judge``
+    What the method needs is declared by its :class:`lacy.train.selection.Method` record: ``judge``
     computes the ``unacceptable`` mask for methods that need one (the corpus's judge,
     :data:`lacy.train.selection.JUDGES`); methods that need reference losses read ``ref_loss`` from the
     batches. ``seed`` drives stochastic rules (``random``), whose draw at each step depends only on

@@ -166,7 +166,8 @@ def normalise_loss(loss_sum: Tensor, n_counted: Tensor, sync: bool = True) -> Te
     all-reduce the count (when ``torch.distributed`` is initialised and ``sync``) and return
     ``loss_sum * world_size / global_count``: after DDP divides the summed gradients by
     ``world_size`` the gradient is exactly that of one process on the whole global batch
-    (third-party Rho-1 code divides by the local count instead). The count carries no gradient. An empty batch gives 0, not NaN.
+    (third-party Rho-1 code divides by the local count instead). The count carries no gradient. An
+    empty batch gives 0, not NaN.
     """
     count = n_counted.detach().to(loss_sum.dtype)
     world_size = 1
