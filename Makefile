@@ -8,7 +8,7 @@ SEED ?= 0
 STAMP := $(VENV)/.installed
 EXTRAS ?= test
 
-.PHONY: book test install chapters html smoke-chapters browser-check clean
+.PHONY: book test install chapters html smoke-chapters browser-check clean gpu-check
 
 install: $(STAMP)
 
@@ -34,3 +34,8 @@ test: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# On a CUDA machine: train the gpu SLM for a few steps and bench the cascade on the GPU (tokens/s, MFU,
+# peak memory, cascade ratios). Without a GPU it says so and exits 0.
+gpu-check: $(STAMP)
+	$(PY) -m lacy.gpucheck

@@ -26,12 +26,15 @@ from typing import Any
 
 from lacy.profiles import METHODS, ModelConfig, Profile, check_choice, get_profile
 
-# Published dense (no sparsity) tensor-core peaks, FLOP/s, in the precision precision=auto picks there.
-DEVICE_PEAKS: dict[str, tuple[float, str]] = {
-    "T4": (65e12, "fp16"),  # NVIDIA T4 datasheet: 65 TFLOPS fp16 tensor (no bf16 units: 16-mixed)
-    "A100": (312e12, "bf16"),  # A100 SXM datasheet: 312 TFLOPS bf16 dense
-    "H100": (989e12, "bf16"),  # H100 SXM datasheet: 989 TFLOPS bf16 dense
+# Published dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s, in the precision
+# precision=auto picks on that card (fp16 where there are no bf16 units: 16-mixed).
+CARD_PEAKS: dict[str, tuple[float, str]] = {
+    "T4": (65e12, "fp16"), "V100": (125e12, "fp16"), "A10": (125e12, "bf16"), "L4": (121e12, "bf16"),
+    "A100": (312e12, "bf16"), "L40S": (362e12, "bf16"), "H100 PCIe": (756e12, "bf16"), "H100": (989e12, "bf16"),
+    "H200": (989e12, "bf16"),
 }
+PLANNED_CARDS = ("T4", "A100", "H100")  # the columns of `lacy plan` (H100: the SXM part)
+DEVICE_PEAKS = {card: CARD_PEAKS[card] for card in PLANNED_CARDS}
 ASSUMED_MFU = 0.30  # fraction of the peak a Hugging Face model under Lightning reaches (stated, not measured)
 DECODE_SECONDS_PER_LAYER = 1.5e-4  # launch-bound floor of one decoded token through one layer (HF eager, batch 1)
 SPACY_TOKENS_PER_S = 9_000.0  # per process, parser and lemmatizer disabled (measured on a 2-core CPU)
@@ -168,6 +171,14 @@ def chapter_work(chapter: str, profile: Profile) -> list[Work]:
                 decoding("document-helper sweeps + leakage", len(CH6_METHODS) * (CH6_SMALL["rates"] + 1) * n_subjects, new_tokens, [slm]),
                 decoding("LM-helper cascades", lm_runs * n_subjects, new_tokens, [slm, (helper["params"], helper["layers"])])]
     return []
+
+
+def card_peak(device_name: str) -> tuple[float, str] | None:
+    """The published peak of a CUDA device from its name (``torch.cuda.get_device_name``), or None if unknown.
+
+    The longest matching card name wins ("NVIDIA A100-SXM4-80GB" is an A100, not an A10)."""
+    matches = [card for card in CARD_PEAKS if card.lower() in device_name.lower()]
+    return CARD_PEAKS[max(matches, key=len)] if matches else None
 
 
 def machine_peak() -> tuple[float, str]:
