@@ -35,3 +35,10 @@ def test_card_peaks_by_device_name(name, peak):
 
 def test_unknown_card_has_no_published_peak():
     assert card_peak("Some Future GPU") is None
+
+
+def test_cascade_bench_runs_on_a_given_device():
+    from lacy.bench import cascade
+
+    result = cascade.run(profile="smoke", new_tokens=8, n_prompts=1, repeats=1, device="cpu")
+    assert result["device"] == "cpu" and result["generated_tokens"] == 8 and result["ratio_to_mixture_bound"] > 0
