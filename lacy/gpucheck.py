@@ -21,11 +21,10 @@ import torch
 
 from lacy.plan import card_peak, parameters, train_flops_per_token
 from lacy.profiles import Profile, get_profile
-from lacy.train.model import build_slm, resolve_attention, resolve_precision
+from lacy.train.model import autocast_dtype, build_slm, resolve_attention, resolve_precision
 from lacy.train.objective import call_aware_loss, normalise_loss
 
 CALL_SHARE = 0.15  # the share of <CALL> targets LaCy trains (paper §4)
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def train_check(profile: Profile, device: str = "cuda", steps: int = 30, warmup: int = 3, batch_size: int = 16,
@@ -43,6 +42,7 @@ def train_check(profile: Profile, device: str = "cuda", steps: int = 30, warmup:
     call_mask = (torch.rand(batch_size, context, generator=g) < CALL_SHARE).to(device)
     call_id = 4
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    dtype = autocast_dtype(precision)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     losses = []
@@ -50,7 +50,7 @@ def train_check(profile: Profile, device: str = "cuda", steps: int = 30, warmup:
         if step == warmup:
             sync()
             started = time.perf_counter()
-        with torch.autocast(device.split(":")[0], dtype=AUTOCAST.get(precision, torch.float32), enabled=precision in AUTOCAST):
+        with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(input_ids=tokens[:, :-1]).logits
         loss = normalise_loss(*call_aware_loss(logits, tokens[:, 1:], call_mask, ~call_mask, call_id), sync=False)
         scaler.scale(loss).backward()
@@ -90,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = get_profile(args.profile)
     name = torch.cuda.get_device_name(0)
     train = train_check(profile, steps=args.steps, batch_size=args.batch_size)
-    dtype = AUTOCAST.get(train["precision"], torch.float32)
-    measured = gemm_peak_flops(dtype, size=8192, device="cuda")
+    measured = gemm_peak_flops(autocast_dtype(train["precision"]) or torch.float32, size=8192, device="cuda")
     published = card_peak(name)
     report = {
         "device": name, "compute_capability": ".".join(map(str, torch.cuda.get_device_capability(0))),

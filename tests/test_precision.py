@@ -102,3 +102,9 @@ def test_one_training_step_under_fp16_matches_fp32(smoke_datamodule, smoke_profi
     torch.testing.assert_close(loss16, loss32, rtol=5e-3, atol=5e-3)
     cosine = torch.nn.functional.cosine_similarity(grad16.float(), grad32, dim=0)
     assert cosine > 0.999, f"fp16 and fp32 gradients disagree (cosine {cosine:.5f})"
+
+
+def test_autocast_dtype_of_each_precision():
+    assert model_module.autocast_dtype("bf16-mixed") == torch.bfloat16
+    assert model_module.autocast_dtype("16-mixed") == torch.float16
+    assert model_module.autocast_dtype("32-true") is None

@@ -76,9 +76,10 @@ def ms_per_token(model: PreTrainedModel, prompt_ids: list[int], new_tokens: int,
 
 
 def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats: int = 3, seed: int = 0,
-        device: str = "cpu") -> dict:
+        device: str | None = None) -> dict:
     """Throughput of the naive and the cached cascade, and the cached one against the mixture bound
-    (both models on ``device``; ``make gpu-check`` runs it on CUDA)."""
+    (both models on ``device``: CUDA when available, else the CPU)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = get_profile(profile)
     tokenizer = train_tokenizer(synthetic_sentences(), config.data.vocab_size)
     prompts = [f"Person {i} was born in" for i in range(n_prompts)]
