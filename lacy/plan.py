@@ -181,6 +181,18 @@ def card_peak(device_name: str) -> tuple[float, str] | None:
     return CARD_PEAKS[max(matches, key=len)] if matches else None
 
 
+def profile_for_device() -> str:
+    """The profile sized for this machine: ``gpu`` on an A100/H100-class card (published peak >= 300
+    TFLOP/s), ``colab`` on any other CUDA GPU (a T4: the colab profile's budget), else ``cpu``.
+    For the Colab setup cell, which runs on whatever card the session got."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    peak = card_peak(torch.cuda.get_device_name(0))
+    return "gpu" if peak is not None and peak[0] >= 300e12 else "colab"
+
+
 def machine_peak() -> tuple[float, str]:
     """This machine's measured GEMM peak in the dtype ``precision=auto`` trains in here."""
     import torch

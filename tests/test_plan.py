@@ -55,3 +55,14 @@ def test_plan_command(tmp_path, capsys):
     assert "04_cascade" in out and "book" in out and "MFU assumed 30%" in out
     assert (tmp_path / "plan.json").exists()
     assert main(["plan", "--profile", "laptop"]) == 2
+
+
+@pytest.mark.parametrize("cuda, name, expected", [(False, "", "cpu"), (True, "Tesla T4", "colab"),
+                                                  (True, "NVIDIA A100-SXM4-40GB", "gpu"), (True, "NVIDIA H100 80GB HBM3", "gpu"),
+                                                  (True, "Some Future GPU", "colab")])
+def test_profile_for_device(monkeypatch, cuda, name, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: name)
+    assert plan.profile_for_device() == expected
