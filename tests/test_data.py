@@ -102,7 +102,7 @@ def test_cli_data_prints_summary(tmp_path, capsys, cache_root):
     "argv, fragment",
     [
         (["data", "--corpus", "wiki"], "valid choices: synthbio, vitalwiki"),
-        (["data", "--profile", "huge"], "valid choices: smoke, cpu, gpu"),
+        (["data", "--profile", "huge"], "valid choices: smoke, cpu, colab, gpu"),
         (["data", "--set", "data.vocab_size=lots"], "expected a int"),
         (["train", "--method", "magic", "--out", "x"], "valid choices: standard, lacy"),
         (["bench", "nothing"], "valid choices: annotate, train, cascade, remote"),

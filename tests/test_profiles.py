@@ -18,7 +18,7 @@ def test_override_coerces_types():
 @pytest.mark.parametrize(
     "name, overrides, fragment",
     [
-        ("laptop", {}, "valid choices: smoke, cpu, gpu"),
+        ("laptop", {}, "valid choices: smoke, cpu, colab, gpu"),
         ("smoke", {"train.max_stepz": "1"}, "valid keys:"),
         ("smoke", {"train": "1"}, "is a section"),
         ("smoke", {"train.max_steps": "many"}, "expected a int"),

@@ -58,10 +58,12 @@ def ms_per_token(model: PreTrainedModel, prompt_ids: list[int], new_tokens: int,
     """Milliseconds per generated token of a bare cached decoding loop: forward one token, then argmax
     (``temperature=0``) or sample; the prompt's encoding is not timed."""
     cache_kwarg = cache_argument(model)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
-        logits = model(input_ids=torch.tensor([prompt_ids]), use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits
+        logits = model(input_ids=torch.tensor([prompt_ids], device=model.device), use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits
+        sync()
         started = time.perf_counter()
         for _ in range(new_tokens):
             if temperature > 0:
@@ -69,18 +71,22 @@ def ms_per_token(model: PreTrainedModel, prompt_ids: list[int], new_tokens: int,
             else:
                 token = logits[0, -1].argmax().view(1, 1)
             logits = model(input_ids=token, use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits
+        sync()
         return 1000 * (time.perf_counter() - started) / new_tokens
 
 
-def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats: int = 3, seed: int = 0) -> dict:
-    """Throughput of the naive and the cached cascade, and the cached one against the mixture bound."""
+def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats: int = 3, seed: int = 0,
+        device: str | None = None) -> dict:
+    """Throughput of the naive and the cached cascade, and the cached one against the mixture bound
+    (both models on ``device``: CUDA when available, else the CPU)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = get_profile(profile)
     tokenizer = train_tokenizer(synthetic_sentences(), config.data.vocab_size)
     prompts = [f"Person {i} was born in" for i in range(n_prompts)]
     ids = dict(vocab_size=len(tokenizer), max_positions=max(config.data.seq_len, 64 + 2 * new_tokens),
                pad_id=tokenizer.pad_token_id, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id)
-    slm = build_slm(config.model, seed=seed, **ids).eval()
-    helper = LMHelper(build_slm(config.helper_model, seed=seed + 1, **ids), tokenizer, name="random-helper")
+    slm = build_slm(config.model, seed=seed, **ids).to(device).eval()
+    helper = LMHelper(build_slm(config.helper_model, seed=seed + 1, **ids), tokenizer, device=device, name="random-helper")
     options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
 
     slm_alone = CascadeDecoder(slm, tokenizer, None, ThresholdPolicy(math.inf), **options)
@@ -110,6 +116,7 @@ def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats
     cached_ms = 1000 * cached_s / tokens
     return {
         "profile": profile,
+        "device": device,
         "naive_tokens_per_s": tokens / naive_s,
         "cached_tokens_per_s": tokens / cached_s,
         "speedup_vs_naive": naive_s / cached_s,

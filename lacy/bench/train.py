@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from lacy.profiles import ModelConfig, get_profile
-from lacy.train.model import build_slm, count_parameters, resolve_precision
+from lacy.train.model import autocast_dtype, build_slm, count_parameters, resolve_precision
 from lacy.train.module import LacyLM
 
 TARGETS = {"speedup_vs_naive": 2.5, "lacy_overhead": 0.05}
@@ -47,9 +47,9 @@ def random_batches(n: int, batch_size: int, seq_len: int, vocab_size: int, seed:
     return batches
 
 
-def naive_step_fn(cfg: ModelConfig, vocab_size: int, seq_len: int, lr: float) -> tuple[Callable[[dict], None], int]:
+def naive_step_fn(cfg: ModelConfig, vocab_size: int, seq_len: int, lr: float, device: str = "cpu") -> tuple[Callable[[dict], None], int]:
     model = build_slm(replace(cfg, arch="gpt2"), vocab_size, seq_len, PAD_ID, BOS_ID, EOS_ID, seed=0, attn_implementation="eager")
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
@@ -62,16 +62,17 @@ def naive_step_fn(cfg: ModelConfig, vocab_size: int, seq_len: int, lr: float) ->
     return step, count_parameters(model)
 
 
-def lacy_step_fn(method: str, cfg: ModelConfig, vocab_size: int, seq_len: int, train_cfg, precision: str) -> tuple[Callable[[dict], None], int]:
-    model = build_slm(cfg, vocab_size, seq_len, PAD_ID, BOS_ID, EOS_ID, seed=0)
+def lacy_step_fn(method: str, cfg: ModelConfig, vocab_size: int, seq_len: int, train_cfg, precision: str,
+                 device: str = "cpu") -> tuple[Callable[[dict], None], int]:
+    model = build_slm(cfg, vocab_size, seq_len, PAD_ID, BOS_ID, EOS_ID, seed=0).to(device)
     module = LacyLM(model, method, CALL_ID, train_cfg)
     module.train()
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
-    autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        with torch.autocast("cpu", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss, _ = module.compute_loss(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -82,8 +83,12 @@ def lacy_step_fn(method: str, cfg: ModelConfig, vocab_size: int, seq_len: int, t
     return step, count_parameters(model)
 
 
-def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, threads: int | None = None) -> dict[str, Any]:
+def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, threads: int | None = None,
+        device: str | None = None) -> dict[str, Any]:
     """Tokens per second of the naive, ``standard`` and ``lacy`` training steps (``steps`` timed each).
+
+    ``device`` defaults to CUDA when available (the ``colab``/``gpu`` profiles' models are too big to
+    time on a CPU), else the CPU; the precision is what ``train.precision`` resolves to there.
 
     Wall-clock rates are the headline; rates per CPU-second of this process are reported too
     (``*_tokens_per_cpu_s``), since on a shared machine other processes' load skews wall-clock
@@ -92,16 +97,18 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
     prof = get_profile(profile)
     cfg = size or prof.model
     seq_len, batch_size, vocab_size = prof.data.seq_len, prof.train.batch_size, prof.data.vocab_size
-    precision = resolve_precision(prof.train.precision, "cpu")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(prof.train.precision, "gpu" if device.startswith("cuda") else "cpu")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     train_cfg = replace(prof.train, max_steps=10 * (steps + WARMUP_STEPS))
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        batches = random_batches(4, batch_size, seq_len, vocab_size)
-        naive, n_naive = naive_step_fn(cfg, vocab_size, seq_len, prof.train.lr)
-        standard, params = lacy_step_fn("standard", cfg, vocab_size, seq_len, train_cfg, precision)
-        lacy, _ = lacy_step_fn("lacy", cfg, vocab_size, seq_len, train_cfg, precision)
+        batches = [{k: v.to(device) for k, v in b.items()} for b in random_batches(4, batch_size, seq_len, vocab_size)]
+        naive, n_naive = naive_step_fn(cfg, vocab_size, seq_len, prof.train.lr, device)
+        standard, params = lacy_step_fn("standard", cfg, vocab_size, seq_len, train_cfg, precision, device)
+        lacy, _ = lacy_step_fn("lacy", cfg, vocab_size, seq_len, train_cfg, precision, device)
         variants = {"naive": naive, "standard": standard, "lacy": lacy}
         for step in variants.values():
             for i in range(WARMUP_STEPS):
@@ -112,6 +119,7 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
             for name in names[i % len(names):] + names[: i % len(names)]:
                 wall_start, cpu_start = time.perf_counter(), time.process_time()
                 variants[name](batches[i % len(batches)])
+                sync()
                 wall[name] += time.perf_counter() - wall_start
                 cpu[name] += time.process_time() - cpu_start
         used_threads = torch.get_num_threads()
@@ -126,7 +134,7 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
         "speedup_vs_naive": rate["lacy"] / rate["naive"], "lacy_overhead": 1.0 - rate["lacy"] / rate["standard"],
         "speedup_vs_naive_cpu_time": cpu_rate["lacy"] / cpu_rate["naive"],
         "lacy_overhead_cpu_time": 1.0 - cpu_rate["lacy"] / cpu_rate["standard"],
-        "params": params, "naive_params": n_naive, "steps": steps, "precision": precision,
+        "params": params, "naive_params": n_naive, "steps": steps, "precision": precision, "device": device,
         "threads": used_threads, "load_average_1min": os.getloadavg()[0], "targets": TARGETS,
     })
     return result

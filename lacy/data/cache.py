@@ -164,8 +164,13 @@ def _encode_split(docs: list[Document], tokenizer, annotator, world, attribute_c
     return arrays, annotate_seconds
 
 
-def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path | None = None, *, log=print) -> CorpusCache:
-    """Build (or load, if a verified cache with the same key exists) the token-aligned cache."""
+def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path | None = None, *, log=print,
+                encode_split=None) -> CorpusCache:
+    """Build (or load, if a verified cache with the same key exists) the token-aligned cache.
+
+    ``encode_split(split, docs, tokenizer, annotator, world, attribute_codes)`` replaces the tokenize +
+    annotate step of one split (``lacy.data.shards`` passes one that joins pre-annotated shard parts).
+    """
     root = Path(root) if root is not None else default_cache_root()
     config = cache_config(corpus, profile, seed)
     key = content_key(config)
@@ -199,7 +204,10 @@ def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path |
         stats: dict[str, Any] = {"annotate_seconds": 0.0}
         totals = {"tokens": 0, "fact": 0, "tp": 0, "gold": 0}
         for split, split_docs in by_split.items():
-            arrays, seconds = _encode_split(split_docs, tokenizer, annotator, world, attribute_codes)
+            if encode_split is None:
+                arrays, seconds = _encode_split(split_docs, tokenizer, annotator, world, attribute_codes)
+            else:
+                arrays, seconds = encode_split(split, split_docs, tokenizer, annotator, world, attribute_codes)
             stats["annotate_seconds"] += seconds
             for field, array in arrays.items():
                 save_npy_atomic(tmp / f"{split}.{field}.npy", array)

@@ -95,6 +95,14 @@ def resolve_precision(requested: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (:func:`resolve_precision`); None means no autocast (fp32)."""
+    return AUTOCAST_DTYPES.get(precision)
+
+
 def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> Path:
     """Write ``model`` (safetensors) and ``tokenizer`` to ``directory`` atomically.
 

@@ -35,7 +35,7 @@ from lacy.data.datamodule import LacyDataModule
 from lacy.io import atomic_write
 from lacy.data.corpora import get_corpus
 from lacy.profiles import Profile, TrainConfig
-from lacy.train.model import build_slm, count_parameters, cpu_supports_bf16, export_model, load_model, resolve_precision
+from lacy.train.model import autocast_dtype, build_slm, count_parameters, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
 from lacy.train.objective import token_terms, without_call
 from lacy.train.selection import JUDGES, get_method
@@ -273,7 +273,8 @@ def reference_token_arrays(model_dir: Path, dm: LacyDataModule, top_k: int = 0, 
     windows = torch.from_numpy(dm.flat_windows(split))
     n_tokens = dm.arrays(split)["ids"].shape[0]
     losses, tops = [], []
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda" or cpu_supports_bf16())
+    dtype = autocast_dtype(resolve_precision(dm.profile.train.precision, "gpu" if device == "cuda" else "cpu"))  # fp16 on a T4
+    autocast = torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None)
     with torch.no_grad(), autocast:
         for chunk in windows.split(batch_size):
             chunk = chunk.to(device)
