@@ -163,8 +163,8 @@ def leakage_generations(model_dir: str | Path, corpus: str, profile: Profile, se
     decoder = ctx.decoder(None, ArgmaxPolicy(), call_logit_bias=-math.inf)
     generations = run_generations(decoder, chosen, progress=progress, desc="leakage generations")
     result, summary = score_summary(ctx, chosen, generations)
-    n_facts = sum(row["n_facts"] for row in result.rows)
-    summary["fact_precision"] = sum(row["n_supported"] for row in result.rows) / n_facts if n_facts else None
+    n_facts = sum(row["stated"] for row in result.rows)
+    summary["fact_precision"] = sum(row["supported"] for row in result.rows) / n_facts if n_facts else None
     if return_frame:
         return summary, generation_frame(chosen, generations, result)
     return summary
