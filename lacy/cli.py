@@ -1,4 +1,4 @@
-"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | serve | bench``.
+"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | compare | serve | bench``.
 
 Every command validates its choices up front and fails with the list of valid values; results are
 printed (and written with ``--out``) as JSON or CSV so scripts and the book can read them.
@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     _cascade_options(p)
     p.add_argument("--out", required=True, help="CSV file")
 
+    p = sub.add_parser("compare", help="A - B on the same subjects: paired bootstrap 95%% intervals (JSON)")
+    p.add_argument("a", help="a `lacy evaluate` JSON result (or a JSON list of them, one per training seed)")
+    p.add_argument("b", help="the result to compare against, on the same subjects")
+    p.add_argument("--metrics", default="precision,recall", help="comma-separated metrics (default: precision,recall)")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+
     p = sub.add_parser("serve", help="serve a helper over an OpenAI-compatible completions API")
     p.add_argument("--helper", required=True, help="hf:PATH_OR_ID | smollm2")
     p.add_argument("--host", default="127.0.0.1")
@@ -88,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return parser
+
+
+def _read_result(path: str) -> Any:
+    """A JSON file written by ``lacy evaluate --out`` (or a list of them), with a clear error otherwise."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no result file {path}; write one with `lacy evaluate ... --out {path}`")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}); pass a file written by `lacy evaluate --out`") from None
 
 
 def _check(kind: str, value: str | None, choices: Sequence[str]) -> None:
@@ -105,6 +124,16 @@ def run(args: argparse.Namespace) -> Any:
         import importlib
 
         result = importlib.import_module(f"lacy.bench.{args.which}").run(profile=args.profile)
+        _print_json(result, args.out)
+        return result
+    if cmd == "compare":
+        from lacy.evaluate.stats import N_BOOTSTRAP, compare
+
+        n_boot = N_BOOTSTRAP if args.n_boot is None else args.n_boot
+        if n_boot < 100:
+            raise ConfigError(f"--n-boot must be >= 100 for a 95% interval, got {n_boot}")
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        result = compare(_read_result(args.a), _read_result(args.b), metrics, n_boot=n_boot, seed=args.seed)
         _print_json(result, args.out)
         return result
     if cmd == "serve":

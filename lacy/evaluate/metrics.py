@@ -140,7 +140,8 @@ def generation_cap(tokenizer: Any, texts: Iterable[str], factor: float = 1.5) ->
     """
     if factor < 1:
         raise ValueError(f"factor must be >= 1 (a cap below the longest document cuts biographies short), got {factor}")
-    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1 for text in texts]
+    texts = list(texts)
+    lengths = [len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
     if not lengths:
         raise ValueError("generation_cap needs the training documents; got none")
     return math.ceil(factor * max(lengths))

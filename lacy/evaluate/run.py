@@ -288,12 +288,23 @@ class EvaluationContext:
 
         return factscore.vitalwiki_factscore(vitalwiki.summaries(), self.nlp, gamma=self.profile.eval.gamma)
 
+    @cached_property
+    def max_new_tokens(self) -> int:
+        """``profile.eval.max_new_tokens``, or when it is 0 ("auto") 1.5× the longest training document
+        in tokens (:func:`lacy.evaluate.metrics.generation_cap`): generation then ends at end-of-text."""
+        if self.profile.eval.max_new_tokens:
+            return self.profile.eval.max_new_tokens
+        from lacy.evaluate.metrics import generation_cap
+
+        documents, _ = _corpus_documents(self.corpus, self.profile, self.seed, self.world)
+        return generation_cap(self.tokenizer, [d.text for d in documents if d.split == "train"])
+
     def decoder(self, helper: "Helper | None", policy: Any, *, max_new_tokens: int | None = None,
                 call_logit_bias: float | None = None) -> "CascadeDecoder":
         from lacy.cascade.decoder import CascadeDecoder
 
         return CascadeDecoder(self.model, self.tokenizer, helper, policy,
-                              max_new_tokens=max_new_tokens or self.profile.eval.max_new_tokens,
+                              max_new_tokens=max_new_tokens or self.max_new_tokens,
                               call_logit_bias=call_logit_bias)
 
     def policy(self, name: str, *, tau: float | None = None, budget: float | None = None) -> Any:
@@ -328,9 +339,18 @@ def score_generations(scorer: "FactScore", chosen: Sequence[Subject], generation
 
 def score_summary(ctx: "EvaluationContext", chosen: Sequence[Subject], generations: Sequence["Generation"]) -> tuple["FactScoreResult", dict[str, Any]]:
     """FactScore of ``generations`` and the fields every evaluation reports (factscore, respond_ratio,
-    facts_per_response, n_subjects, variant, method, by_frequency)."""
+    facts_per_response, n_subjects, variant, method, by_frequency), with the metrics of
+    :func:`lacy.evaluate.stats.summarize` (precision, recall, supported_per_response,
+    factscore_gamma10, call_rate, their ``ci95``, ``by_tier`` and the per-subject counts ``subjects``)."""
+    from lacy.evaluate.metrics import subject_counts
+    from lacy.evaluate.stats import summarize
+
     result, by_frequency = score_generations(ctx.factscorer(), chosen, generations)
+    counts = subject_counts(result, {"tier": [s.frequency for s in chosen], "n_calls": [g.n_calls for g in generations],
+                                     "slm_steps": [len(g.p_call) for g in generations]})
     return result, {
+        **summarize(counts.assign(seed=ctx.seed), "tier", seed=ctx.seed),
+        "seed": ctx.seed,
         "factscore": result.factscore,
         "respond_ratio": result.respond_ratio,
         "facts_per_response": result.facts_per_response,

@@ -13,7 +13,7 @@ import torch
 from lacy.data.datamodule import LacyDataModule
 from lacy.train.model import load_model
 from lacy.train.objective import token_terms
-from lacy.train.selection import SELECTION_RULES, exact_judge
+from lacy.train.selection import REFERENCE_LOSS_RULES, SELECTION_RULES, exact_judge
 
 SUMMARY_COLUMNS = ("params", "train_tokens", "call_fraction", "val_loss", "val_loss_fact", "val_loss_nonfact", "tokens_per_s", "seconds")
 
@@ -43,7 +43,7 @@ def selection_masks(run_dirs: Mapping[str, Path], dm: LacyDataModule, n_windows:
                     reference: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
     """Apply each method's rule, with its own trained model's current losses, to the same windows.
 
-    Returns the batch and ``{method: {"call": mask, "ignore": mask}}``. ``rho`` needs ``reference``
+    Returns the batch and ``{method: {"call": mask, "ignore": mask}}``. ``rho`` and ``rho_excess`` need ``reference``
     (a model folder) for its reference losses; ``judge`` uses synthbio's exact judge.
     """
     ds = dm.dataset(split)
@@ -57,7 +57,7 @@ def selection_masks(run_dirs: Mapping[str, Path], dm: LacyDataModule, n_windows:
         model, _ = load_model(Path(folder) / "model")
         logits = model(input_ids=batch["input_ids"]).logits
         loss = token_terms(logits, batch["targets"], dm.call_id).learn
-        if method == "rho" and "ref_loss" not in batch:
+        if method in REFERENCE_LOSS_RULES and "ref_loss" not in batch:
             continue
         unacceptable = exact_judge(batch, logits, dm.call_id) if method == "judge" else None
         sel = SELECTION_RULES[method](loss, batch["valid"], batch["fact"], fraction=cfg.call_fraction,

@@ -53,7 +53,7 @@ class LacyLM(L.LightningModule):
 
     ``judge`` computes the ``unacceptable`` mask for ``method="judge"``
     (:func:`lacy.train.selection.exact_judge` or :func:`~lacy.train.selection.reference_judge`).
-    ``method="rho"`` needs ``ref_loss`` in the batches. ``seed`` drives the ``random`` rule, whose
+    ``method="rho"`` (and ``"rho_excess"``) needs ``ref_loss`` in the batches. ``seed`` drives the ``random`` rule, whose
     draw at each step depends only on (seed, global step, rank), so resumed and distributed runs
     stay reproducible.
     """

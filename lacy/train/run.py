@@ -37,7 +37,7 @@ from lacy.profiles import CORPORA, METHODS, Profile, TrainConfig, check_choice
 from lacy.train.model import build_slm, count_parameters, cpu_supports_bf16, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
 from lacy.train.objective import token_terms
-from lacy.train.selection import exact_judge, reference_judge
+from lacy.train.selection import REFERENCE_LOSS_RULES, exact_judge, reference_judge
 
 REFERENCE_TOP_K = 5  # reference top-k next tokens for the vitalwiki model judge
 
@@ -144,8 +144,10 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     """Pretrain an SLM on ``corpus`` with the selection ``method`` and write the run folder ``out``.
 
     Resumes from ``out/checkpoints/last.ckpt`` when it exists. ``reference`` is a model folder used
-    by ``rho`` (reference losses) and by ``judge`` on vitalwiki (reference top-k); by default a
-    ``standard`` run of the same corpus/profile/seed is trained or reused next to ``out``.
+    by ``rho`` / ``rho_excess`` (reference losses) and by ``judge`` on vitalwiki (reference top-k); by
+    default a ``standard`` run with the profile's helper model and training (``profile.as_helper()``:
+    more capacity and more steps than the SLM) on the same corpus and seed is trained or reused next
+    to ``out``.
     Extra Lightning ``callbacks`` are added to the Trainer. Returns the summary (also written to
     ``out/summary.json``).
     """
@@ -159,8 +161,9 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     dm = LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root)
     dm.prepare_data()
     dm.setup("fit")
-    if method == "rho" or (method == "judge" and corpus == "vitalwiki"):
-        reference = reference or get_or_train(corpus, "standard", profile, seed, root=out.parent,
+    if method in REFERENCE_LOSS_RULES or (method == "judge" and corpus == "vitalwiki"):
+        # The reference has more capacity and training than the SLM: the helper-size standard model.
+        reference = reference or get_or_train(corpus, "standard", profile.as_helper(), seed, root=out.parent,
                                               cache_root=cache_root, progress=progress) / "model"
         ref_loss, ref_topk = reference_token_arrays(reference, dm, top_k=REFERENCE_TOP_K if method == "judge" else 0)
         dm.attach_token_array("ref_loss", ref_loss)
