@@ -39,7 +39,7 @@ def _common(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 def _cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a folder written by `lacy train` (…/model) or save_pretrained")
-    p.add_argument("--helper", default="doc", help="doc | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
+    p.add_argument("--helper", default="doc", help="doc (oracle: the gold subject's documents) | retrieval (BM25 over the corpus) | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
     p.add_argument("--policy", default="budget", help=f"one of {', '.join(POLICIES)}")
     p.add_argument("--tau", type=float, default=None, help="threshold on P(<CALL>) for --policy threshold")
     p.add_argument("--budget", type=float, default=None, help="target call rate for --policy budget (default: profile eval.budget)")
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _cascade_options(p)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--subject", default=None, help="subject for the document helper (default: the prompt)")
+    p.add_argument("--subject", default=None, help="subject for the oracle document helper (default: the prompt)")
     p.add_argument("--max-new-tokens", type=int, default=None)
 
     p = sub.add_parser("evaluate", help="FactScore of the SLM in cascade on a fixed set of subjects")

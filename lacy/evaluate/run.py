@@ -136,7 +136,7 @@ def subjects(corpus: str, profile: Profile, seed: int, world: Any = None, *, nlp
 
 
 def reference_documents(corpus: str, profile: Profile, seed: int, world: Any = None) -> dict[str, list[str]]:
-    """Subject -> reference texts for the document helper.
+    """Subject -> reference texts for the oracle document helper (``doc``; ``retrieval`` searches all of them).
 
     synthbio: the person's training-split biographies (what the corpus says about them; a person
     whose only biographies are in the val split has none). vitalwiki: the article's summary.
@@ -210,12 +210,13 @@ def run_method(model_dir: str | Path) -> str | None:
 
 
 def helper_parameter_count(helper: "Helper") -> int | None:
-    """Parameters a helper runs per token: 0 for the document lookup, the model's count for an LM helper,
-    None when unknown (a remote server)."""
+    """Parameters a helper runs per token: 0 for a document lookup (oracle or retrieval), the model's
+    count for an LM helper, None when unknown (a remote server)."""
     from lacy.cascade.helpers import DocumentHelper
+    from lacy.cascade.retrieval import RetrievalHelper
     from lacy.train.model import count_parameters
 
-    if isinstance(helper, DocumentHelper):
+    if isinstance(helper, (DocumentHelper, RetrievalHelper)):
         return 0
     model = getattr(helper, "model", None)
     return count_parameters(model) if isinstance(model, torch.nn.Module) else None
@@ -276,7 +277,8 @@ class EvaluationContext:
     def helper(self, spec: str, device: str = "cpu") -> "Helper":
         from lacy.cascade.helpers import build_helper
 
-        documents = reference_documents(self.corpus, self.profile, self.seed, self.world) if spec == "doc" else None
+        lookup = spec in ("doc", "retrieval")  # the oracle's gold documents; retrieval searches all of them
+        documents = reference_documents(self.corpus, self.profile, self.seed, self.world) if lookup else None
         return build_helper(spec, documents=documents, device=device)
 
     def factscorer(self) -> "FactScore":
@@ -441,8 +443,9 @@ def evaluate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *,
              return_frame: bool = False) -> dict[str, Any] | tuple[dict[str, Any], pd.DataFrame]:
     """FactScore of the SLM in cascade with ``helper`` under a call ``policy`` (paper §5, Table 2).
 
-    ``helper`` is a spec for :func:`lacy.cascade.helpers.build_helper` (``doc``, ``hf:PATH``,
-    ``smollm2``, ``http://HOST:PORT``); ``policy`` is ``argmax``, ``threshold`` (``tau``, or τ calibrated on
+    ``helper`` is a spec for :func:`lacy.cascade.helpers.build_helper` (``doc``: the oracle, given the
+    gold subject's documents; ``retrieval``: BM25 over the corpus; ``hf:PATH``, ``smollm2``,
+    ``http://HOST:PORT``); ``policy`` is ``argmax``, ``threshold`` (``tau``, or τ calibrated on
     held-out text for the rate ``budget``) or ``budget`` (a running-quantile policy for the target call
     rate ``budget``, default ``profile.eval.budget``). ``subjects`` defaults to
     :func:`subjects`. Returns a dict with ``factscore, respond_ratio, facts_per_response, call_rate``
