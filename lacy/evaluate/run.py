@@ -448,10 +448,13 @@ def evaluate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *,
     ``http://HOST:PORT``); ``policy`` is ``argmax``, ``threshold`` (``tau``, or τ calibrated on
     held-out text for the rate ``budget``) or ``budget`` (a running-quantile policy for the target call
     rate ``budget``, default ``profile.eval.budget``). ``subjects`` defaults to
-    :func:`subjects`. Returns a dict with ``factscore, respond_ratio, facts_per_response, call_rate``
-    (calls ÷ generated SLM steps), ``unresolved_calls, helper, policy, tau, budget, n_subjects,
-    seconds, variant, by_frequency`` and token counts; with ``return_frame=True`` also the
-    per-generation frame (:func:`generation_frame`).
+    :func:`subjects`. Returns a dict with ``precision, recall, supported_per_response, respond_ratio,
+    factscore_gamma10, call_rate`` (calls ÷ generated SLM steps), their ``ci95``, ``by_tier``, the
+    per-subject counts ``subjects`` (:func:`lacy.evaluate.stats.summarize`; compare two results with
+    :func:`lacy.evaluate.stats.compare`), ``factscore`` (with ``profile.eval.gamma``),
+    ``facts_per_response, unresolved_calls, helper, policy, tau, budget, n_subjects, seed, seconds,
+    variant, by_frequency`` and token counts; with ``return_frame=True`` also the per-generation frame
+    (:func:`generation_frame`).
     """
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
     chosen = list(subjects) if subjects is not None else ctx.subjects()
