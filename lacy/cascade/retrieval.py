@@ -47,13 +47,16 @@ class BM25Index:
         weights = counts.copy()
         rows = np.repeat(np.arange(n_docs), np.diff(counts.indptr))
         weights.data = self.idf[counts.indices] * counts.data * (k1 + 1.0) / (counts.data + norm[rows])
-        self.weights = weights.tocsr()
+        self.term_weights = sparse.csr_matrix(weights.T)  # [vocabulary, documents]: one row per word
+        self.analyzer = self.vectorizer.build_analyzer()
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document for ``query`` (0 where no query word occurs)."""
-        terms = self.vectorizer.transform([query])
-        terms.data[:] = 1.0  # each distinct query word once
-        return np.asarray((self.weights @ terms.T).todense()).ravel()
+        vocabulary = self.vectorizer.vocabulary_
+        terms = sorted({vocabulary[w] for w in self.analyzer(query) if w in vocabulary})  # each distinct word once
+        if not terms:
+            return np.zeros(self.term_weights.shape[1])
+        return np.asarray(self.term_weights[terms].sum(axis=0)).ravel()
 
     def top(self, query: str, k: int) -> list[int]:
         """Indices of the ``k`` best documents with a positive score, best first (ties: lower index)."""
