@@ -1,4 +1,4 @@
-"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | serve | bench | plan``.
+"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | compare | serve | bench | plan``.
 
 Every command validates its choices up front and fails with the list of valid values; results are
 printed (and written with ``--out``) as JSON or CSV so scripts and the book can read them.
@@ -39,7 +39,7 @@ def _common(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 def _cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a folder written by `lacy train` (…/model) or save_pretrained")
-    p.add_argument("--helper", default="doc", help="doc | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
+    p.add_argument("--helper", default="doc", help="doc (oracle: the gold subject's documents) | retrieval (BM25 over the corpus) | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
     p.add_argument("--policy", default="budget", help=f"one of {', '.join(POLICIES)}")
     p.add_argument("--tau", type=float, default=None, help="threshold on P(<CALL>) for --policy threshold")
     p.add_argument("--budget", type=float, default=None, help="target call rate for --policy budget (default: profile eval.budget)")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _cascade_options(p)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--subject", default=None, help="subject for the document helper (default: the prompt)")
+    p.add_argument("--subject", default=None, help="subject for the oracle document helper (default: the prompt)")
     p.add_argument("--max-new-tokens", type=int, default=None)
 
     p = sub.add_parser("evaluate", help="FactScore of the SLM in cascade on a fixed set of subjects")
@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _cascade_options(p)
     p.add_argument("--out", required=True, help="CSV file")
+
+    p = sub.add_parser("compare", help="A - B on the same subjects: paired bootstrap 95%% intervals (JSON)")
+    p.add_argument("a", help="a `lacy evaluate` JSON result (or a JSON list of them, one per training seed)")
+    p.add_argument("b", help="the result to compare against, on the same subjects")
+    p.add_argument("--metrics", default="precision,recall", help="comma-separated metrics (default: precision,recall)")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--out", default=None, help="also write the JSON here")
 
     p = sub.add_parser("serve", help="serve a helper over an OpenAI-compatible completions API")
     p.add_argument("--helper", required=True, help="hf:PATH_OR_ID | smollm2")
@@ -100,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_result(path: str) -> Any:
+    """A JSON file written by ``lacy evaluate --out`` (or a list of them), with a clear error otherwise."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no result file {path}; write one with `lacy evaluate ... --out {path}`")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not JSON ({error}); pass a file written by `lacy evaluate --out`") from None
+
+
 def _check(kind: str, value: str | None, choices: Sequence[str]) -> None:
     from lacy.profiles import check_choice
 
@@ -115,6 +134,16 @@ def run(args: argparse.Namespace) -> Any:
         import importlib
 
         result = importlib.import_module(f"lacy.bench.{args.which}").run(profile=args.profile)
+        _print_json(result, args.out)
+        return result
+    if cmd == "compare":
+        from lacy.evaluate.stats import N_BOOTSTRAP, compare
+
+        n_boot = N_BOOTSTRAP if args.n_boot is None else args.n_boot
+        if n_boot < 100:
+            raise ConfigError(f"--n-boot must be >= 100 for a 95% interval, got {n_boot}")
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        result = compare(_read_result(args.a), _read_result(args.b), metrics, n_boot=n_boot, seed=args.seed)
         _print_json(result, args.out)
         return result
     if cmd == "serve":

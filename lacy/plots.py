@@ -37,6 +37,7 @@ METHOD_COLORS: dict[str, str] = {
     "loss": "#de8f05",
     "facts": "#029e73",
     "rho": "#d55e00",
+    "rho_excess": "#8c2d04",
     "judge": "#cc78bc",
     "random": "#ca9161",
     "ignore": "#fbafe4",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 CORPORA = ("synthbio", "vitalwiki")
-METHODS = ("standard", "lacy", "loss", "facts", "rho", "judge", "random", "ignore", "ignore_facts")
+METHODS = ("standard", "lacy", "loss", "facts", "rho", "rho_excess", "judge", "random", "ignore", "ignore_facts")
 ARCHITECTURES = ("llama", "gpt2")
 
 
@@ -87,7 +87,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     n_subjects: int = 80
-    max_new_tokens: int = 48
+    max_new_tokens: int = 48  # 0 = auto: 1.5x the longest training document, so generation ends at end-of-text
     budget: float = 0.22  # the paper's main call budget
     sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.22, 0.4, 0.6, 0.8, 1.0)
     gamma: int = 10  # FActScore length penalty
@@ -141,6 +141,9 @@ class Profile:
             raise ConfigError(f"eval.budget must be in [0, 1], got {self.eval.budget}")
         if self.data.seq_len < 8 or self.data.vocab_size < 300:
             raise ConfigError("data.seq_len must be >= 8 and data.vocab_size >= 300")
+        if self.eval.max_new_tokens < 0:
+            raise ConfigError(f"eval.max_new_tokens must be >= 1, or 0 for auto (1.5x the longest training document), "
+                              f"got {self.eval.max_new_tokens}")
         if self.world.n_people < 2:
             raise ConfigError("world.n_people must be >= 2")
 

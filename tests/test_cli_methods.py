@@ -21,7 +21,7 @@ def synthbio_runs(tmp_path_factory, cache_root, smoke_datamodule):
         out = root / method
         argv = ["train", "--corpus", "synthbio", "--method", method, "--profile", "smoke", "--out", str(out),
                 "--cache", str(cache_root), "--no-progress"]
-        if method == "rho":  # METHODS lists standard first: reuse it as the reference model
+        if method in ("rho", "rho_excess"):  # METHODS lists standard first: reuse it as the reference model
             argv += ["--reference", str(runs["standard"] / "model")]
         assert main(argv) == 0
         runs[method] = out

@@ -18,7 +18,8 @@ from lacy.profiles import get_profile
 
 EVALUATE_KEYS = {"factscore", "respond_ratio", "facts_per_response", "call_rate", "unresolved_calls", "helper", "policy",
                  "tau", "budget", "n_subjects", "seconds", "variant", "by_frequency", "n_calls", "slm_tokens",
-                 "helper_tokens", "method"}
+                 "helper_tokens", "method", "precision", "recall", "supported_per_response", "factscore_gamma10",
+                 "by_tier", "ci95", "subjects", "seed"}
 
 
 # -- calibrated thresholds ---------------------------------------------------------------------------
@@ -139,8 +140,9 @@ def test_leakage_probe_exact_numbers(tiny_tokenizer):
     model, batch = _leakage_case(tiny_tokenizer)
     summary, frame = leakage_probe(model, tiny_tokenizer, [batch], attribute_names={1: "birth_city", 2: "university"})
     assert summary["n_fact_tokens"] == 4 and summary["n_nonfact_tokens"] == 2
-    assert summary["leakage"] == pytest.approx(1 / 2)
-    assert summary["fact_accuracy"] == pytest.approx(2 / 4)
+    assert summary["leakage_teacher_forced"] == pytest.approx(1 / 2)
+    assert summary["kept_accuracy_teacher_forced"] == pytest.approx(1 / 2)
+    assert summary["fact_accuracy_teacher_forced"] == pytest.approx(2 / 4)
     assert summary["call_rate_on_facts"] == pytest.approx(2 / 4)
     assert summary["call_rate_on_nonfacts"] == pytest.approx(1 / 2)
     assert frame["would_call"].tolist() == [True, True, False, False]
@@ -154,18 +156,19 @@ def test_leakage_probe_exact_numbers(tiny_tokenizer):
     assert expected_p[3] > expected_p[2]
     summary, frame = leakage_probe(model, tiny_tokenizer, [batch], tau=tau)
     assert frame["would_call"].tolist() == [True, True, False, True]
-    assert summary["leakage"] == pytest.approx(1 / 3)
+    assert summary["leakage_teacher_forced"] == pytest.approx(1 / 3)
+    assert summary["kept_accuracy_teacher_forced"] == pytest.approx(1 / 1)
     assert summary["call_rate_on_facts"] == pytest.approx(3 / 4)
-    assert summary["fact_accuracy"] == pytest.approx(2 / 4)
+    assert summary["fact_accuracy_teacher_forced"] == pytest.approx(2 / 4)
 
 
 def test_leakage_probe_never_calling_model(tiny_tokenizer):
     model, batch = _leakage_case(tiny_tokenizer)
     model.logits[..., 4] = -20.0
     summary, _ = leakage_probe(model, tiny_tokenizer, [batch])
-    assert summary["leakage"] is None
+    assert summary["leakage_teacher_forced"] is None
     assert summary["call_rate_on_facts"] == 0.0
-    assert summary["fact_accuracy"] == pytest.approx(2 / 4)
+    assert summary["kept_accuracy_teacher_forced"] == summary["fact_accuracy_teacher_forced"] == pytest.approx(2 / 4)
     with pytest.raises(ValueError, match="fact_flag"):
         leakage_probe(model, tiny_tokenizer, [batch], fact_flag="oracle")
 
@@ -190,13 +193,37 @@ def test_evaluate_returns_every_key_in_range(smoke_run, smoke_profile, cache_roo
     assert summary["method"] == "lacy" and summary["variant"]
     assert 0.0 <= summary["call_rate"] <= 1.0 and 0.0 <= summary["respond_ratio"] <= 1.0
     assert summary["factscore"] is None or 0.0 <= summary["factscore"] <= 1.0
-    assert set(summary["by_frequency"]) == {"frequent", "rare"}
+    assert set(summary["by_frequency"]) == set(summary["by_tier"]) == {"frequent", "rare"}
+    for key in ("precision", "recall", "factscore_gamma10"):
+        assert summary[key] is None or 0.0 <= summary[key] <= 1.0
+        assert summary[key] is None or summary["ci95"][key] is None or summary["ci95"][key][0] <= summary[key] <= summary["ci95"][key][1]
+    assert len(summary["subjects"]) == len(frame)
+    assert [r["subject"] for r in summary["subjects"]] == frame["subject"].tolist()
+    assert sum(r["stated"] for r in summary["subjects"]) == frame["stated"].sum()
     assert summary["call_rate"] == pytest.approx(frame["n_calls"].sum() / frame["slm_steps"].sum())
     assert summary["unresolved_calls"] == frame["unresolved_calls"].sum()
     assert (frame["marked"].str.replace("[[", "").str.replace("]]", "") == frame["text"]).all()
     assert json_safe(summary)
     again = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root)
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def test_evaluate_with_retrieval_to_the_end_of_the_biography(smoke_run, smoke_profile, cache_root):
+    from lacy.evaluate.metrics import generation_cap
+    from lacy.evaluate.stats import compare
+
+    auto = smoke_profile.override({"eval.max_new_tokens": "0"})
+    ctx = evaluation.EvaluationContext.load(smoke_run, "synthbio", auto, 0, cache_root)
+    train_texts = [d.text for d in ctx.world.documents(val_fraction=auto.data.val_fraction) if d.split == "train"]
+    assert ctx.max_new_tokens == generation_cap(ctx.tokenizer, train_texts) > smoke_profile.eval.max_new_tokens
+    retrieval = evaluation.evaluate(smoke_run, "synthbio", auto, 0, helper="retrieval", policy="threshold", tau=0.0,
+                                    cache_root=cache_root)
+    oracle = evaluation.evaluate(smoke_run, "synthbio", auto, 0, helper="doc", policy="threshold", tau=0.0,
+                                 cache_root=cache_root)
+    assert retrieval["helper"] == "retrieval" and retrieval["call_rate"] == 1.0
+    comparison = compare(oracle, retrieval)
+    assert comparison["n_subjects"] == smoke_profile.eval.n_subjects
+    assert comparison["precision"]["diff"] is None or -1.0 <= comparison["precision"]["diff"] <= 1.0
 
 
 def json_safe(obj) -> bool:
@@ -260,10 +287,16 @@ def test_leakage_probe_and_generations_on_smoke_model(smoke_run, smoke_profile, 
     summary, frame = leakage_probe(model, tokenizer, smoke_datamodule, max_windows=4)
     assert summary["n_fact_tokens"] == len(frame) > 0
     assert set(frame["attribute"]) <= set(smoke_datamodule.summary["attribute_codes"])
-    assert set(frame["frequency"]) <= {"frequent", "rare"} and frame["subject"].notna().all()
-    for key in ("fact_accuracy", "call_rate_on_facts", "call_rate_on_nonfacts"):
+    assert set(frame["tier"]) <= {"frequent", "rare"} and frame["subject"].notna().all()
+    for key in ("fact_accuracy_teacher_forced", "call_rate_on_facts", "call_rate_on_nonfacts"):
         assert 0.0 <= summary[key] <= 1.0
+    assert set(summary["by_tier"]) == set(frame["tier"])
+    for tier, rates in summary["by_tier"].items():
+        part = frame[(frame["tier"] == tier) & ~frame["would_call"]]
+        assert rates["kept_accuracy_teacher_forced"] == (part["top1_correct"].mean() if len(part) else None)
     generated, frame = leakage_generations(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root, return_frame=True)
     assert generated["n_subjects"] == smoke_profile.eval.n_subjects == len(frame)
     assert (frame["n_calls"] == 0).all() and (frame["helper_tokens"] == 0).all()
-    assert generated["fact_precision"] is None or 0.0 <= generated["fact_precision"] <= 1.0
+    assert generated["leakage_generated"] == generated["precision"]
+    assert generated["leakage_generated"] is None or 0.0 <= generated["leakage_generated"] <= 1.0
+    assert 0.0 <= generated["recall_generated"] <= 1.0

@@ -31,6 +31,7 @@ from lacy.evaluate.factscore import (
     synthbio_factscore,
     vitalwiki_factscore,
 )
+from lacy.evaluate.metrics import cascade_metrics, subject_counts
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -113,6 +114,10 @@ def check_aggregate(golden: dict, make_scorer) -> None:
     assert result.factscore == pytest.approx(aggregate["factscore"], abs=1e-9)
     assert result.respond_ratio == pytest.approx(aggregate["respond_ratio"])
     assert result.facts_per_response == pytest.approx(aggregate["facts_per_response"])
+    metrics = cascade_metrics(subject_counts(result))
+    for name, expected in aggregate["metrics"].items():
+        if name != "why":
+            assert metrics[name] == pytest.approx(expected, abs=1e-9), name
 
 
 def test_synthbio_golden_cases():
@@ -121,7 +126,8 @@ def test_synthbio_golden_cases():
     for case in golden["cases"]:
         result = synthbio_factscore(world, gamma=case["gamma"]).score([(case["subject"], case["generation"])])
         row = result.rows[0]
-        assert (row["n_facts"], row["n_supported"]) == (case["n_facts"], case["n_supported"]), case["name"]
+        counts = (row["stated"], row["supported"], row["kb_facts"], row["recalled"])
+        assert counts == (case["stated"], case["supported"], case["kb_facts"], case["recalled"]), case["name"]
         if case["score"] is None:
             assert row["score"] is None and result.factscore is None and result.respond_ratio == 0.0, case["name"]
         else:
@@ -139,7 +145,9 @@ def test_vitalwiki_golden_cases():
         assert [[v.fact.text, v.supported] for v in verdicts] == case["facts"], case["name"]
         for v in verdicts:
             assert case["generation"][v.fact.start : v.fact.end] == v.fact.text
-        score = scorer.score([(case["subject"], case["generation"])]).rows[0]["score"]
+        row = scorer.score([(case["subject"], case["generation"])]).rows[0]
+        assert (row["stated"], row["kb_facts"], row["recalled"]) == (len(case["facts"]), case["kb_facts"], case["recalled"]), case["name"]
+        score = row["score"]
         if case["score"] is None:
             assert score is None, case["name"]
         else:
@@ -173,8 +181,8 @@ def test_stages_are_swappable():
     exact = synthbio_factscore(world).score([(case["subject"], case["generation"])])
     trusting = FactScore(SynthbioDecomposer(world), SynthbioKnowledge(world), TrustingVerifier(), variant="trusting")
     result = trusting.score([(case["subject"], case["generation"])])
-    n = exact.rows[0]["n_facts"]
-    assert result.rows[0]["n_facts"] == n
+    n = exact.rows[0]["stated"]
+    assert result.rows[0]["stated"] == n
     assert result.factscore == pytest.approx(factscore_of([True] * n))
     assert result.variant == "trusting"
 
@@ -186,6 +194,19 @@ def test_exact_verifier_rules():
     assert not verify("Ada Whitworth", AtomicFact("Ashford", "employer_city", 0, 7), knowledge)
     assert verify("Ada Whitworth", AtomicFact("Brookhaven", "city", 0, 10), knowledge)
     assert not verify("Ada Whitworth", AtomicFact("Glenport", "city", 0, 8), knowledge)
+
+
+@given(st.lists(st.sampled_from(["University of Oakmere", "Physics", "Ashford", "Glenport"]), min_size=1, max_size=8))
+def test_repeating_a_claim_changes_no_count(values):
+    """Stating claims again (any number of times) changes neither stated, supported nor recall."""
+    world = golden_world()
+    sentences = {"University of Oakmere": "She studied at University of Oakmere.", "Physics": "She majored in Physics.",
+                 "Ashford": "She grew up in Ashford.", "Glenport": "She works in Glenport."}
+    once = " ".join(sentences[v] for v in dict.fromkeys(values))
+    repeated = " ".join(sentences[v] for v in values + values)
+    rows = synthbio_factscore(world).score([("Ada Whitworth", once), ("Ada Whitworth", repeated)]).rows
+    keys = ("stated", "supported", "kb_facts", "recalled")
+    assert [rows[0][k] for k in keys] == [rows[1][k] for k in keys]
 
 
 def test_reference_verifier_matches_whole_words_only():
@@ -208,7 +229,7 @@ def test_result_frame_and_errors():
     world = golden_world()
     result = synthbio_factscore(world).score([("Ada Whitworth", ""), ("Hugo Pemberton", "He works in Glenport.")])
     frame = result.to_frame()
-    assert list(frame.columns) == ["subject", "n_facts", "n_supported", "score"]
+    assert list(frame.columns) == ["subject", "stated", "supported", "kb_facts", "recalled", "score"]
     assert frame["score"].isna().tolist() == [True, False]
     assert result.summary()["respond_ratio"] == 0.5
     with pytest.raises(ValueError, match="at least one"):

@@ -227,7 +227,7 @@ def test_document_helper_keeps_leading_punctuation_and_counts_units():
 
 @pytest.mark.parametrize("spec", ["gpt4", "hf", "ftp://host:1", "", "doc:extra"])
 def test_build_helper_refuses_bad_specs_listing_valid_forms(spec):
-    with pytest.raises(ValueError, match="valid helper specs: doc, hf:PATH_OR_ID, smollm2, http"):
+    with pytest.raises(ValueError, match="valid helper specs: doc, retrieval, hf:PATH_OR_ID, smollm2, http"):
         build_helper(spec)
 
 

@@ -24,6 +24,7 @@ def test_override_coerces_types():
         ("smoke", {"train.max_steps": "many"}, "expected a int"),
         ("smoke", {"model.arch": "mamba"}, "valid choices: llama, gpt2"),
         ("smoke", {"model.n_head": "3"}, "divisible"),
+        ("smoke", {"eval.max_new_tokens": "-1"}, "0 for auto"),
     ],
 )
 def test_bad_input_is_refused_with_choices(name, overrides, fragment):
@@ -36,3 +37,12 @@ def test_parse_overrides():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["oops"])
     assert "train.call_fraction" in valid_keys()
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_helper_profile_has_more_capacity_and_training(name):
+    """The helper-size standard model is rho's reference: more capacity and more training than the SLM."""
+    profile = PROFILES[name]
+    helper = profile.as_helper()
+    assert helper.model.d_model * helper.model.n_layer > profile.model.d_model * profile.model.n_layer
+    assert helper.train.max_steps >= profile.train.max_steps

@@ -20,11 +20,12 @@ from lacy.train.selection import (
     select_lacy,
     select_random,
     select_rho,
+    select_rho_excess,
     top_k_mask,
 )
 
 CALL = 4
-MATCHED_TO_LACY = ("loss", "rho", "random")  # exactly lacy's count
+MATCHED_TO_LACY = ("loss", "rho", "rho_excess", "random")  # exactly lacy's count
 
 
 def make_batch(seed: int, batch: int = 4, length: int = 16, fact_rate: float = 0.3, ties: bool = False):
@@ -109,13 +110,25 @@ def test_loss_rule_picks_highest_losses_regardless_of_facts():
     assert called.min() >= learned.max()
 
 
-def test_rho_ranks_excess_loss_and_needs_reference():
+def test_rho_delegates_facts_the_reference_also_cannot_predict():
     b = make_batch(5)
     sel = apply("rho", b)
+    assert not (sel.call & ~(b["valid"] & b["fact"])).any()  # facts only, like lacy
+    eligible = b["valid"] & b["fact"]
+    assert b["ref_loss"][sel.call].min() >= b["ref_loss"][eligible & ~sel.call].max()
+    # the SLM's own loss plays no part: only whose loss ranks the facts differs from lacy
+    assert torch.equal(apply("rho", {**b, "loss": b["loss"].flip(-1)}).call, sel.call)
+    with pytest.raises(ValueError, match="ref_loss"):
+        select_rho(b["loss"], b["valid"], b["fact"])
+
+
+def test_rho_excess_ablation_ranks_excess_loss():
+    b = make_batch(5)
+    sel = apply("rho_excess", b)
     excess = b["loss"] - b["ref_loss"]
     assert excess[sel.call].min() >= excess[sel.learn].max()
     with pytest.raises(ValueError, match="ref_loss"):
-        select_rho(b["loss"], b["valid"], b["fact"])
+        select_rho_excess(b["loss"], b["valid"], b["fact"])
 
 
 @pytest.mark.parametrize("granularity", ["batch", "sequence"])

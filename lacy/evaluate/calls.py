@@ -7,7 +7,7 @@ subject (vitalwiki: the article's own summary) both can be checked cheaply at ev
 - the helper's word is the text the helper wrote at that call (the word hand-off writes one word);
 - the SLM's word is what the SLM would have written instead: its best non-``<CALL>`` token at the
   same position, continued greedily (still without ``<CALL>``) to the end of that word;
-- a word is *supported* when, normalised (:func:`lacy.evaluate.factscore.normalize`: case, accents,
+- a word is *supported* when, normalised (:func:`lacy.data.text.normalize`: case, accents,
   numbers, dates), it occurs on word boundaries in the subject's reference. Words that normalise to
   nothing (punctuation, articles) are never supported.
 
@@ -25,27 +25,13 @@ import torch
 
 from lacy.cascade.helpers import cut_at_word_boundary, encode_text
 from lacy.data.tokenizer import call_token_id
-from lacy.evaluate.factscore import normalize
+from lacy.data.text import normalize, word_supported
 
 if TYPE_CHECKING:
     from lacy.cascade.decoder import Generation
 
 CALL_COLUMNS = ("subject", "call", "position", "context", "helper_word", "slm_word",
                 "helper_supported", "slm_supported", "same_word")
-
-
-def word_supported(word: str | None, reference: str) -> bool:
-    """Whether ``word`` (normalised) occurs on word boundaries in ``reference`` (normalised).
-
-    >>> word_supported(" Ulm,", "Einstein was born in Ulm in 1879.")
-    True
-    >>> word_supported(" March 14", "born on 14 March 1879")
-    True
-    >>> word_supported(" the", "the theory of relativity")
-    False
-    """
-    needle = normalize(word or "")
-    return bool(needle) and f" {needle} " in f" {normalize(reference)} "
 
 
 def helper_texts(generation: "Generation") -> list[str | None]:

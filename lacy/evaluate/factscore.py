@@ -5,7 +5,7 @@ fraction of its atomic facts supported by a knowledge source, times a length pen
 ``exp(1 - gamma / n)`` when it states ``n <= gamma`` facts (gamma = 10, as in the FActScore code:
 ``penalty = 1.0 if len(facts) > gamma else np.exp(1 - gamma / len(facts))``); the corpus score is
 the mean over *responding* generations (those with at least one fact), reported with the respond
-ratio. The original needs paid LLM APIs for the decomposition and the verification; here the three
+ratio. The original needs paid LLM APIs for the decomposition and the verification; here the
 stages are swappable objects:
 
 * ``exact-synthbio``: claims read out of the text with the world's templates and vocabularies,
@@ -13,25 +13,57 @@ stages are swappable objects:
 * ``reference-vitalwiki``: named entities and numbers found by spaCy, supported when they occur
   (normalised) in the subject's reference summary — a deterministic, cheap stand-in for the
   retrieval + LLM verification of the original.
+
+A claim is counted once per generation (:func:`distinct_facts`): repeating "her alma mater is Y"
+raises neither the number of stated facts nor the precision. With only six attributes per person the
+γ = 10 penalty caps a perfect synthbio biography at ≈ 0.51 and rewards extra false facts below γ, so
+each generation also gets the counts behind precision and recall (a fourth stage,
+:class:`KnowledgeRecall`: how many of the subject's knowledge-base facts it states);
+:mod:`lacy.evaluate.metrics` turns those counts into the reported metrics.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, runtime_checkable
 
 import pandas as pd
 
 from lacy.data.synthbio import World
-from lacy.data.synthbio_vocab import MONTHS
+from lacy.data.text import normalize, word_supported
+
+__all__ = [
+    "AtomicFact", "AttributeRecall", "Decomposer", "EntityDecomposer", "EntityRecall", "ExactVerifier", "FactScore",
+    "FactScoreResult", "KnowledgeRecall", "KnowledgeSource", "ReferenceKnowledge", "ReferenceVerifier",
+    "SynthbioDecomposer", "SynthbioKnowledge", "Verdict", "Verifier", "distinct_facts", "factscore_of", "normalize",
+    "penalised_fraction", "synthbio_factscore", "vitalwiki_factscore",
+]
 
 FACT_ENTITY_LABELS: tuple[str, ...] = (
     "PERSON", "GPE", "LOC", "ORG", "DATE", "CARDINAL", "NORP", "EVENT", "WORK_OF_ART", "FAC", "LAW",
     "LANGUAGE", "QUANTITY", "PERCENT", "MONEY", "ORDINAL",
 )  # fmt: skip
+
+
+def penalised_fraction(supported: int, stated: int, gamma: int = 10) -> float | None:
+    """``supported / stated`` times the FActScore length penalty ``exp(1 - gamma / stated)`` when
+    ``stated <= gamma``; ``None`` when nothing is stated; ``gamma = 0`` disables the penalty.
+
+    >>> penalised_fraction(3, 4, gamma=0)
+    0.75
+    >>> round(penalised_fraction(5, 5), 4)  # exp(1 - 10/5) = exp(-1)
+    0.3679
+    """
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0 (0 disables the length penalty), got {gamma}")
+    if not 0 <= supported <= stated:
+        raise ValueError(f"need 0 <= supported <= stated, got supported={supported}, stated={stated}")
+    if stated == 0:
+        return None
+    penalty = math.exp(1 - gamma / stated) if gamma and stated <= gamma else 1.0
+    return supported / stated * penalty
 
 
 def factscore_of(supported: list[bool], gamma: int = 10) -> float | None:
@@ -50,16 +82,10 @@ def factscore_of(supported: list[bool], gamma: int = 10) -> float | None:
     >>> factscore_of([]) is None
     True
     """
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0 (0 disables the length penalty), got {gamma}")
-    n = len(supported)
-    if n == 0:
-        return None
-    penalty = math.exp(1 - gamma / n) if gamma and n <= gamma else 1.0
-    return sum(map(bool, supported)) / n * penalty
+    return penalised_fraction(sum(map(bool, supported)), len(supported), gamma)
 
 
-# --- the three stages ----------------------------------------------------------------------------
+# --- the stages ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,38 @@ class KnowledgeSource(Protocol):
 @runtime_checkable
 class Verifier(Protocol):
     def verify(self, subject: str, fact: AtomicFact, knowledge: Any) -> bool: ...
+
+
+@runtime_checkable
+class KnowledgeRecall(Protocol):
+    """How much of the subject's knowledge a generation states: ``(recalled, kb_facts)``.
+
+    ``kb_facts`` is the number of facts the knowledge source holds about the subject and
+    ``recalled <= kb_facts`` how many of them the generation states (recall = recalled / kb_facts).
+    """
+
+    def recall(self, subject: str, knowledge: Any, generation: str, verdicts: list["Verdict"]) -> tuple[int, int]: ...
+
+
+def distinct_facts(facts: Iterable[AtomicFact]) -> list[AtomicFact]:
+    """The first occurrence of each claim: one fact per ``(attribute, normalised text)``, in order.
+
+    A generation that repeats a claim states it once (FActScore counts *distinct* atomic facts;
+    counting repeats would let repetition raise both the number of facts and the precision).
+
+    >>> facts = [AtomicFact("Ashford", "birth_city", 0, 7), AtomicFact("ashford", "birth_city", 30, 37),
+    ...          AtomicFact("Ashford", "employer_city", 50, 57)]
+    >>> [(f.attribute, f.start) for f in distinct_facts(facts)]
+    [('birth_city', 0), ('employer_city', 50)]
+    """
+    seen: set[tuple[str | None, str]] = set()
+    out = []
+    for fact in facts:
+        key = (fact.attribute, normalize(fact.text) or fact.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(fact)
+    return out
 
 
 # --- synthbio: exact ------------------------------------------------------------------------------
@@ -135,39 +193,25 @@ class ExactVerifier:
         return knowledge.get(fact.attribute) == fact.text
 
 
+class AttributeRecall:
+    """synthbio: the subject has one fact per attribute (six); an attribute is recalled when a
+    supported claim states its value (a town of unknown role recalls the attribute(s) it matches)."""
+
+    def recall(self, subject: str, knowledge: dict[str, str], generation: str, verdicts: list[Verdict]) -> tuple[int, int]:
+        recalled = set()
+        for verdict in verdicts:
+            if not verdict.supported:
+                continue
+            fact = verdict.fact
+            if fact.attribute in knowledge:
+                recalled.add(fact.attribute)
+            else:  # "city" or unknown: every attribute whose value it is
+                roles = ("birth_city", "employer_city") if fact.attribute == "city" else tuple(knowledge)
+                recalled.update(a for a in roles if knowledge.get(a) == fact.text)
+        return len(recalled), len(knowledge)
+
+
 # --- vitalwiki: reference-based -------------------------------------------------------------------
-
-_MONTH_RE = "|".join(m.lower() for m in MONTHS)
-
-
-def normalize(text: str) -> str:
-    """Normalise text for matching a fact against a reference.
-
-    Unicode folded (NFKD, accents dropped) and lower-cased; thousands separators removed ("1,000"
-    -> "1000"); ordinal suffixes dropped ("19th" -> "19"); dates put day-first ("March 5, 1972" and
-    "5 March 1972" -> "5 march 1972"); apostrophes removed, other punctuation turned into spaces;
-    articles removed; whitespace collapsed.
-
-    >>> normalize("Born on March 5, 1972 in Zürich.")
-    'born on 5 march 1972 in zurich'
-    >>> normalize("5th of March 1972") == normalize("the 5 March, 1972")
-    True
-    >>> normalize("A population of 1,234,567 in the 19th century")
-    'population of 1234567 in 19 century'
-    >>> normalize("Newton's  laws — an   overview")
-    'newtons laws overview'
-    """
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-    text = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", text)
-    text = re.sub(rf"\b({_MONTH_RE}) (\d{{1,2}})\b,?", r"\2 \1", text)
-    text = re.sub(rf"\b(\d{{1,2}}) of ({_MONTH_RE})\b", r"\1 \2", text)
-    text = re.sub(r"['\u2019`]", "", text)
-    text = re.sub(r"[^\w\s]|_", " ", text)
-    text = re.sub(r"\b(?:a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
 
 class EntityDecomposer:
     """Atomic facts = the named entities (``FACT_ENTITY_LABELS``) and numbers spaCy finds.
@@ -217,20 +261,48 @@ class ReferenceVerifier:
     """Supported iff the normalised fact occurs, on word boundaries, in the normalised reference."""
 
     def verify(self, subject: str, fact: AtomicFact, knowledge: str) -> bool:
-        needle = normalize(fact.text)
-        return bool(needle) and f" {needle} " in f" {normalize(knowledge)} "
+        return word_supported(fact.text, knowledge)
+
+
+class EntityRecall:
+    """vitalwiki: the subject's knowledge-base facts are the distinct entities and numbers that
+    ``decomposer`` (an :class:`EntityDecomposer`) finds in the reference summary; one is recalled when
+    it occurs (normalised, on word boundaries) in the generation. Summaries are decomposed once."""
+
+    def __init__(self, decomposer: Decomposer) -> None:
+        self.decomposer = decomposer
+        self._kb: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def kb_facts(self, subject: str, knowledge: str) -> tuple[str, ...]:
+        """The normalised texts of the subject's distinct reference facts."""
+        key = (subject, knowledge)
+        if key not in self._kb:
+            texts = dict.fromkeys(normalize(f.text) for f in self.decomposer.decompose(subject, knowledge))
+            self._kb[key] = tuple(t for t in texts if t)
+        return self._kb[key]
+
+    def recall(self, subject: str, knowledge: str, generation: str, verdicts: list[Verdict]) -> tuple[int, int]:
+        facts = self.kb_facts(subject, knowledge)
+        stated = normalize(generation)
+        return sum(word_supported(f, stated, normalized_reference=True) for f in facts), len(facts)
 
 
 # --- composition ----------------------------------------------------------------------------------
 
 
+ROW_COLUMNS = ("subject", "stated", "supported", "kb_facts", "recalled", "score")
+"""Per-generation counts: distinct facts ``stated``, how many are ``supported``, the subject's number of
+knowledge-base facts ``kb_facts`` and how many of them the generation states (``recalled``; both None
+without a recall stage), and the FActScore ``score`` with the scorer's gamma (None: not responding)."""
+
+
 @dataclass
 class FactScoreResult:
-    """Corpus-level FActScore with one row per generation (subject, n_facts, n_supported, score)."""
+    """Corpus-level FActScore with one row per generation (:data:`ROW_COLUMNS`)."""
 
     factscore: float | None  # mean score over responding generations; None if none responds
     respond_ratio: float  # fraction of generations with at least one atomic fact
-    facts_per_response: float | None  # mean number of facts of the responding generations
+    facts_per_response: float | None  # mean number of distinct facts of the responding generations
     n: int
     variant: str
     gamma: int
@@ -239,7 +311,7 @@ class FactScoreResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per generation; ``score`` is NaN for a generation that does not respond."""
-        return pd.DataFrame(self.rows, columns=["subject", "n_facts", "n_supported", "score"])
+        return pd.DataFrame(self.rows, columns=list(ROW_COLUMNS))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -253,7 +325,8 @@ class FactScoreResult:
 
 
 class FactScore:
-    """FActScore from three swappable stages: ``decomposer``, ``knowledge`` and ``verifier``."""
+    """FActScore from swappable stages: ``decomposer``, ``knowledge`` and ``verifier``, plus an optional
+    ``recall`` stage counting the knowledge-base facts a generation states."""
 
     def __init__(
         self,
@@ -262,16 +335,18 @@ class FactScore:
         verifier: Verifier,
         gamma: int = 10,
         variant: str = "custom",
+        recall: KnowledgeRecall | None = None,
     ) -> None:
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0 (0 disables the length penalty), got {gamma}")
-        self.decomposer, self.knowledge, self.verifier = decomposer, knowledge, verifier
+        self.decomposer, self.knowledge, self.verifier, self.recall = decomposer, knowledge, verifier, recall
         self.gamma = gamma
         self.variant = variant
 
     def verdicts(self, subject: str, generation: str) -> list[Verdict]:
-        """Decompose one generation and verify each atomic fact against the subject's knowledge."""
-        facts = self.decomposer.decompose(subject, generation)
+        """Decompose one generation, keep each claim once (:func:`distinct_facts`) and verify it
+        against the subject's knowledge."""
+        facts = distinct_facts(self.decomposer.decompose(subject, generation))
         knowledge = self.knowledge.retrieve(subject)
         return [Verdict(f, bool(self.verifier.verify(subject, f, knowledge))) for f in facts]
 
@@ -281,14 +356,17 @@ class FactScore:
         for subject, generation in items:
             verdicts = self.verdicts(subject, generation)
             supported = [v.supported for v in verdicts]
-            rows.append(
-                {
-                    "subject": subject,
-                    "n_facts": len(verdicts),
-                    "n_supported": sum(supported),
-                    "score": factscore_of(supported, self.gamma),
-                }
-            )
+            recalled = kb_facts = None
+            if self.recall is not None:
+                recalled, kb_facts = self.recall.recall(subject, self.knowledge.retrieve(subject), generation, verdicts)
+            rows.append({
+                "subject": subject,
+                "stated": len(verdicts),
+                "supported": sum(supported),
+                "kb_facts": kb_facts,
+                "recalled": recalled,
+                "score": factscore_of(supported, self.gamma),
+            })
             all_verdicts.append(verdicts)
         if not rows:
             raise ValueError("FactScore.score needs at least one (subject, generation) pair")
@@ -296,7 +374,7 @@ class FactScore:
         return FactScoreResult(
             factscore=sum(r["score"] for r in responding) / len(responding) if responding else None,
             respond_ratio=len(responding) / len(rows),
-            facts_per_response=sum(r["n_facts"] for r in responding) / len(responding) if responding else None,
+            facts_per_response=sum(r["stated"] for r in responding) / len(responding) if responding else None,
             n=len(rows),
             variant=self.variant,
             gamma=self.gamma,
@@ -306,12 +384,14 @@ class FactScore:
 
 
 def synthbio_factscore(world: World, gamma: int = 10) -> FactScore:
-    """Exact FActScore on a synthetic biography world."""
-    return FactScore(SynthbioDecomposer(world), SynthbioKnowledge(world), ExactVerifier(), gamma, "exact-synthbio")
+    """Exact FActScore on a synthetic biography world; recall against the subject's six attributes."""
+    return FactScore(SynthbioDecomposer(world), SynthbioKnowledge(world), ExactVerifier(), gamma, "exact-synthbio",
+                     recall=AttributeRecall())
 
 
 def vitalwiki_factscore(summaries: dict[str, str], nlp: Any, gamma: int = 10) -> FactScore:
-    """Reference-based FActScore: spaCy entities checked against each subject's summary."""
-    return FactScore(
-        EntityDecomposer(nlp), ReferenceKnowledge(summaries), ReferenceVerifier(), gamma, "reference-vitalwiki"
-    )
+    """Reference-based FActScore: spaCy entities checked against each subject's summary; recall against
+    the entities of that summary."""
+    decomposer = EntityDecomposer(nlp)
+    return FactScore(decomposer, ReferenceKnowledge(summaries), ReferenceVerifier(), gamma, "reference-vitalwiki",
+                     recall=EntityRecall(decomposer))

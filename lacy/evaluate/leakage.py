@@ -2,14 +2,20 @@
 
 A model trained to delegate a fact should not also have memorised it: where it would call, the
 paper masks the ``<CALL>`` logit (−∞) and measures how often the SLM's own top-1 token is still the
-gold fact token (LaCy lowest, ≈ 11%). Two variants:
+gold fact token (LaCy lowest, ≈ 11%). Low leakage alone is no virtue: a model that learned nothing
+leaks nothing. So leakage is always reported next to the knowledge the SLM *keeps*: its accuracy on
+the fact tokens it does not delegate. Two definitions, each with its own names:
 
-- :func:`leakage_probe`, teacher-forced over token windows (synthbio gold fact tokens): ``leakage``
-  is the top-1 accuracy at gold-fact positions where the model *would call*; ``fact_accuracy`` is the
-  top-1 accuracy at all gold-fact positions, comparable across methods including ``standard``
-  (which never calls).
-- :func:`leakage_generations`, free generation from the subject prompts with ``<CALL>`` masked,
-  scored with FactScore: how precise the facts are that the SLM states on its own.
+- teacher-forced (:func:`leakage_probe`, over token windows with synthbio's gold fact tokens):
+  ``leakage_teacher_forced`` is the top-1 accuracy (``<CALL>`` masked) at fact positions where the
+  model *would call*; ``kept_accuracy_teacher_forced`` the top-1 accuracy at fact positions where it
+  would not (what it answers itself); ``fact_accuracy_teacher_forced`` the top-1 accuracy at all fact
+  positions, comparable across methods including ``standard`` (which never calls). Reported overall
+  and per tier (``by_tier``).
+- generated (:func:`leakage_generations`, free generation from the subject prompts with ``<CALL>``
+  masked, scored like a cascade): ``leakage_generated`` is the precision of the facts the SLM states
+  on its own (supported ÷ stated, mean over responding generations) and ``recall_generated`` the
+  fraction of the subject's knowledge-base facts it still states.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ def _windows(datamodule: Any, split: str, max_windows: int | None, seed: int) ->
 
 
 def _doc_labels(datamodule: Any) -> tuple[dict[int, str], dict[int, int], dict[int, str]]:
-    """doc_id -> subject, doc_id -> subject's biography count and doc_id -> frequency label (synthbio)."""
+    """doc_id -> subject, doc_id -> subject's biography count and doc_id -> tier label (synthbio)."""
     from lacy.evaluate.run import person_frequency
 
     world = datamodule.world
@@ -73,21 +79,23 @@ def leakage_probe(model: Any, tokenizer: Any, data: Any, *, tau: float | None = 
 
     At each position the model *would call* when ``<CALL>`` is its argmax (or, given ``tau``, when
     P(``<CALL>``) ≥ τ); its own prediction is the argmax with ``<CALL>`` masked (logit −∞).
-    Returns ``(summary, frame)``: summary keys ``leakage`` (top-1 accuracy at fact positions where the
-    model would call; None when it never does), ``fact_accuracy`` (top-1 accuracy at all fact
-    positions), ``call_rate_on_facts``, ``call_rate_on_nonfacts``, ``n_fact_tokens``,
-    ``n_nonfact_tokens``, ``tau``, ``fact_flag`` and ``by_frequency`` (when subjects are known); the
-    frame has one row per fact position (``doc_id, subject, frequency, n_docs, attribute, target_id,
-    predicted_id, token, predicted`` (texts), ``p_call, would_call, top1_correct``).
+    Returns ``(summary, frame)``: summary keys ``leakage_teacher_forced`` (top-1 accuracy at fact
+    positions where the model would call; None when it never does), ``kept_accuracy_teacher_forced``
+    (top-1 accuracy at the fact positions where it would not call; None when it always does),
+    ``fact_accuracy_teacher_forced`` (top-1 accuracy at all fact positions), ``call_rate_on_facts``,
+    ``call_rate_on_nonfacts``, ``n_fact_tokens``, ``n_nonfact_tokens``, ``tau``, ``fact_flag`` and
+    ``by_tier`` (the fact-position keys per tier, when subjects are known); the frame has one row per
+    fact position (``doc_id, subject, tier, n_docs, attribute, target_id, predicted_id, token,
+    predicted`` (texts), ``p_call, would_call, top1_correct``).
     """
     check_choice("fact_flag", fact_flag, FACT_FLAGS)
     call_id = call_token_id(tokenizer)
     subject_of: dict[int, str] = {}
     n_docs_of: dict[int, int] = {}
-    frequency_of: dict[int, str] = {}
+    tier_of: dict[int, str] = {}
     if isinstance(data, LacyDataModule):
         batches: Iterable[Mapping[str, torch.Tensor]] = _windows(data, split, max_windows, seed)
-        subject_of, n_docs_of, frequency_of = _doc_labels(data)
+        subject_of, n_docs_of, tier_of = _doc_labels(data)
         if attribute_names is None and data.summary.get("attribute_codes"):
             attribute_names = {code: name for name, code in data.summary["attribute_codes"].items()}
     else:
@@ -116,7 +124,7 @@ def leakage_probe(model: Any, tokenizer: Any, data: Any, *, tau: float | None = 
     frame = pd.DataFrame({
         "doc_id": flat["doc_id"].astype(np.int64),
         "subject": [subject_of.get(int(i)) for i in flat["doc_id"]],
-        "frequency": [frequency_of.get(int(i), "n/a") for i in flat["doc_id"]],
+        "tier": [tier_of.get(int(i), "n/a") for i in flat["doc_id"]],
         "n_docs": [n_docs_of.get(int(i)) for i in flat["doc_id"]],
         "attribute": [attribute_names.get(int(a), str(int(a))) if attribute_names else int(a) for a in flat["attribute"]],
         "target_id": flat["target_id"].astype(np.int64),
@@ -129,16 +137,19 @@ def leakage_probe(model: Any, tokenizer: Any, data: Any, *, tau: float | None = 
     })
     summary = {**_leakage_rates(frame), "call_rate_on_nonfacts": _rate(nonfact_calls, n_nonfact),
                "n_nonfact_tokens": n_nonfact, "tau": tau, "fact_flag": fact_flag}
-    if frequency_of:
-        summary["by_frequency"] = {label: _leakage_rates(group) for label, group in frame.groupby("frequency")}
+    if tier_of:
+        summary["by_tier"] = {label: _leakage_rates(group) for label, group in frame.groupby("tier")}
     return summary, frame
 
 
 def _leakage_rates(frame: pd.DataFrame) -> dict[str, Any]:
+    """Leakage next to kept knowledge over the fact positions of ``frame`` (teacher-forced)."""
     calls = frame[frame["would_call"]]
+    kept = frame[~frame["would_call"]]
     return {
-        "leakage": _rate(int(calls["top1_correct"].sum()), len(calls)),
-        "fact_accuracy": _rate(int(frame["top1_correct"].sum()), len(frame)),
+        "leakage_teacher_forced": _rate(int(calls["top1_correct"].sum()), len(calls)),
+        "kept_accuracy_teacher_forced": _rate(int(kept["top1_correct"].sum()), len(kept)),
+        "fact_accuracy_teacher_forced": _rate(int(frame["top1_correct"].sum()), len(frame)),
         "call_rate_on_facts": _rate(len(calls), len(frame)),
         "n_fact_tokens": len(frame),
     }
@@ -149,11 +160,11 @@ def leakage_generations(model_dir: str | Path, corpus: str, profile: Profile, se
                         progress: bool = False, return_frame: bool = False) -> dict[str, Any] | tuple[dict[str, Any], pd.DataFrame]:
     """Generation-based leakage: the SLM alone with ``<CALL>`` masked (logit −∞), scored with FactScore.
 
-    Same subjects and decoding as :func:`lacy.evaluate.run.evaluate`. Returns ``factscore``,
-    ``fact_precision`` (supported ÷ stated facts over all generations: how often what the SLM says on
-    its own is right), ``facts_per_response``, ``respond_ratio``, ``n_subjects``, ``variant``,
-    ``method`` and ``by_frequency`` (FactScore per group); with ``return_frame`` also the
-    per-generation frame.
+    Same subjects and decoding as :func:`lacy.evaluate.run.evaluate`. Returns the evaluation fields of
+    :func:`lacy.evaluate.run.score_summary` (precision, recall, their ``ci95``, ``by_tier``, per-subject
+    counts, ...) plus ``leakage_generated`` (= ``precision``: how often what the SLM states on its own
+    is right) and ``recall_generated`` (= ``recall``: how much of the subject's knowledge base it
+    still states); with ``return_frame`` also the per-generation frame.
     """
     from lacy.cascade.policies import ArgmaxPolicy
     from lacy.evaluate.run import EvaluationContext, generation_frame, run_generations, score_summary
@@ -163,8 +174,7 @@ def leakage_generations(model_dir: str | Path, corpus: str, profile: Profile, se
     decoder = ctx.decoder(None, ArgmaxPolicy(), call_logit_bias=-math.inf)
     generations = run_generations(decoder, chosen, progress=progress, desc="leakage generations")
     result, summary = score_summary(ctx, chosen, generations)
-    n_facts = sum(row["n_facts"] for row in result.rows)
-    summary["fact_precision"] = sum(row["n_supported"] for row in result.rows) / n_facts if n_facts else None
+    summary["leakage_generated"], summary["recall_generated"] = summary["precision"], summary["recall"]
     if return_frame:
         return summary, generation_frame(chosen, generations, result)
     return summary

@@ -136,7 +136,7 @@ def subjects(corpus: str, profile: Profile, seed: int, world: Any = None, *, nlp
 
 
 def reference_documents(corpus: str, profile: Profile, seed: int, world: Any = None) -> dict[str, list[str]]:
-    """Subject -> reference texts for the document helper.
+    """Subject -> reference texts for the oracle document helper (``doc``; ``retrieval`` searches all of them).
 
     synthbio: the person's training-split biographies (what the corpus says about them; a person
     whose only biographies are in the val split has none). vitalwiki: the article's summary.
@@ -210,12 +210,13 @@ def run_method(model_dir: str | Path) -> str | None:
 
 
 def helper_parameter_count(helper: "Helper") -> int | None:
-    """Parameters a helper runs per token: 0 for the document lookup, the model's count for an LM helper,
-    None when unknown (a remote server)."""
+    """Parameters a helper runs per token: 0 for a document lookup (oracle or retrieval), the model's
+    count for an LM helper, None when unknown (a remote server)."""
     from lacy.cascade.helpers import DocumentHelper
+    from lacy.cascade.retrieval import RetrievalHelper
     from lacy.train.model import count_parameters
 
-    if isinstance(helper, DocumentHelper):
+    if isinstance(helper, (DocumentHelper, RetrievalHelper)):
         return 0
     model = getattr(helper, "model", None)
     return count_parameters(model) if isinstance(model, torch.nn.Module) else None
@@ -276,7 +277,8 @@ class EvaluationContext:
     def helper(self, spec: str, device: str = "cpu") -> "Helper":
         from lacy.cascade.helpers import build_helper
 
-        documents = reference_documents(self.corpus, self.profile, self.seed, self.world) if spec == "doc" else None
+        lookup = spec in ("doc", "retrieval")  # the oracle's gold documents; retrieval searches all of them
+        documents = reference_documents(self.corpus, self.profile, self.seed, self.world) if lookup else None
         return build_helper(spec, documents=documents, device=device)
 
     def factscorer(self) -> "FactScore":
@@ -288,12 +290,23 @@ class EvaluationContext:
 
         return factscore.vitalwiki_factscore(vitalwiki.summaries(), self.nlp, gamma=self.profile.eval.gamma)
 
+    @cached_property
+    def max_new_tokens(self) -> int:
+        """``profile.eval.max_new_tokens``, or when it is 0 ("auto") 1.5× the longest training document
+        in tokens (:func:`lacy.evaluate.metrics.generation_cap`): generation then ends at end-of-text."""
+        if self.profile.eval.max_new_tokens:
+            return self.profile.eval.max_new_tokens
+        from lacy.evaluate.metrics import generation_cap
+
+        documents, _ = _corpus_documents(self.corpus, self.profile, self.seed, self.world)
+        return generation_cap(self.tokenizer, [d.text for d in documents if d.split == "train"])
+
     def decoder(self, helper: "Helper | None", policy: Any, *, max_new_tokens: int | None = None,
                 call_logit_bias: float | None = None) -> "CascadeDecoder":
         from lacy.cascade.decoder import CascadeDecoder
 
         return CascadeDecoder(self.model, self.tokenizer, helper, policy,
-                              max_new_tokens=max_new_tokens or self.profile.eval.max_new_tokens,
+                              max_new_tokens=max_new_tokens or self.max_new_tokens,
                               call_logit_bias=call_logit_bias)
 
     def policy(self, name: str, *, tau: float | None = None, budget: float | None = None) -> Any:
@@ -328,9 +341,18 @@ def score_generations(scorer: "FactScore", chosen: Sequence[Subject], generation
 
 def score_summary(ctx: "EvaluationContext", chosen: Sequence[Subject], generations: Sequence["Generation"]) -> tuple["FactScoreResult", dict[str, Any]]:
     """FactScore of ``generations`` and the fields every evaluation reports (factscore, respond_ratio,
-    facts_per_response, n_subjects, variant, method, by_frequency)."""
+    facts_per_response, n_subjects, variant, method, by_frequency), with the metrics of
+    :func:`lacy.evaluate.stats.summarize` (precision, recall, supported_per_response,
+    factscore_gamma10, call_rate, their ``ci95``, ``by_tier`` and the per-subject counts ``subjects``)."""
+    from lacy.evaluate.metrics import subject_counts
+    from lacy.evaluate.stats import summarize
+
     result, by_frequency = score_generations(ctx.factscorer(), chosen, generations)
+    counts = subject_counts(result, {"tier": [s.frequency for s in chosen], "n_calls": [g.n_calls for g in generations],
+                                     "slm_steps": [len(g.p_call) for g in generations]})
     return result, {
+        **summarize(counts.assign(seed=ctx.seed), "tier", seed=ctx.seed),
+        "seed": ctx.seed,
         "factscore": result.factscore,
         "respond_ratio": result.respond_ratio,
         "facts_per_response": result.facts_per_response,
@@ -421,14 +443,18 @@ def evaluate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *,
              return_frame: bool = False) -> dict[str, Any] | tuple[dict[str, Any], pd.DataFrame]:
     """FactScore of the SLM in cascade with ``helper`` under a call ``policy`` (paper §5, Table 2).
 
-    ``helper`` is a spec for :func:`lacy.cascade.helpers.build_helper` (``doc``, ``hf:PATH``,
-    ``smollm2``, ``http://HOST:PORT``); ``policy`` is ``argmax``, ``threshold`` (``tau``, or τ calibrated on
+    ``helper`` is a spec for :func:`lacy.cascade.helpers.build_helper` (``doc``: the oracle, given the
+    gold subject's documents; ``retrieval``: BM25 over the corpus; ``hf:PATH``, ``smollm2``,
+    ``http://HOST:PORT``); ``policy`` is ``argmax``, ``threshold`` (``tau``, or τ calibrated on
     held-out text for the rate ``budget``) or ``budget`` (a running-quantile policy for the target call
     rate ``budget``, default ``profile.eval.budget``). ``subjects`` defaults to
-    :func:`subjects`. Returns a dict with ``factscore, respond_ratio, facts_per_response, call_rate``
-    (calls ÷ generated SLM steps), ``unresolved_calls, helper, policy, tau, budget, n_subjects,
-    seconds, variant, by_frequency`` and token counts; with ``return_frame=True`` also the
-    per-generation frame (:func:`generation_frame`).
+    :func:`subjects`. Returns a dict with ``precision, recall, supported_per_response, respond_ratio,
+    factscore_gamma10, call_rate`` (calls ÷ generated SLM steps), their ``ci95``, ``by_tier``, the
+    per-subject counts ``subjects`` (:func:`lacy.evaluate.stats.summarize`; compare two results with
+    :func:`lacy.evaluate.stats.compare`), ``factscore`` (with ``profile.eval.gamma``),
+    ``facts_per_response, unresolved_calls, helper, policy, tau, budget, n_subjects, seed, seconds,
+    variant, by_frequency`` and token counts; with ``return_frame=True`` also the per-generation frame
+    (:func:`generation_frame`).
     """
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
     chosen = list(subjects) if subjects is not None else ctx.subjects()

@@ -157,9 +157,10 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     """Pretrain an SLM on ``corpus`` with the selection ``method`` and write the run folder ``out``.
 
     Resumes from ``out/checkpoints/last.ckpt`` when it exists. ``reference`` is a model folder used
-    by methods that need one (reference losses for ``rho``; reference top-k for a corpus whose judge
-    reads them, see :meth:`lacy.train.selection.Method.needs_reference`); by default a ``standard``
-    run of the same corpus/profile/seed is trained or reused next to ``out``.
+    by methods that need one (reference losses for ``rho``/``rho_excess``; reference top-k for a corpus
+    whose judge reads them, see :meth:`lacy.train.selection.Method.needs_reference`); by default a
+    ``standard`` run with the profile's helper model and training (``profile.as_helper()``: more
+    capacity and more steps than the SLM) on the same corpus and seed is trained or reused next to ``out``.
     Extra Lightning ``callbacks`` are added to the Trainer. Returns the summary (also written to
     ``out/summary.json``).
     """
@@ -172,7 +173,8 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     dm = LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root)
     dm.setup("fit")  # builds the token cache when missing, else verifies and loads it (once per run)
     if spec.needs_reference(judge):
-        reference = reference or get_or_train(corpus, "standard", profile, seed, root=out.parent,
+        # The reference has more capacity and training than the SLM: the helper-size standard model.
+        reference = reference or get_or_train(corpus, "standard", profile.as_helper(), seed, root=out.parent,
                                               cache_root=cache_root, progress=progress) / "model"
         ref_loss, ref_topk = reference_token_arrays(reference, dm, top_k=spec.reference_top_k(judge))
         dm.attach_token_array("ref_loss", ref_loss)

@@ -14,7 +14,7 @@ per rank):
 - Padding (``valid=False``) is never selected and never learned.
 - ``lacy`` converts ``k = floor(fraction * n_fact + 1/2)`` tokens of a group, where ``n_fact`` is the
   number of valid fact tokens in the group (nearest integer, halves rounded up; see :func:`lacy_counts`).
-  The matched baselines (``loss``, ``rho``, ``judge``, ``random``, ``ignore``) select the *same* ``k``
+  The matched baselines (``loss``, ``rho``, ``rho_excess``, ``judge``, ``random``, ``ignore``) select the *same* ``k``
   per group, so every method trains ``<CALL>`` (or ignores) at the same rate. ``judge`` selects at
   most ``k``: only tokens the judge marks unacceptable are eligible.
 - A group is the whole batch (``granularity="batch"``, the default: one quantile over the batch) or
@@ -164,10 +164,36 @@ def select_rho(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
 ) -> Selection:
-    """Rho-1 style baseline (paper §5): the ``k`` valid tokens with the largest excess loss
-    ``loss - ref_loss`` (a reference model's loss) → ``<CALL>``; ``k`` matched to ``lacy``."""
+    """Rho-1 baseline, read as its authors meant it (paper §5): among valid fact tokens, the ``k`` that a
+    reference model *also* cannot predict (highest ``ref_loss``) → ``<CALL>``; ``k`` matched to ``lacy``.
+
+    Rho-1 (Lin et al., 2024, "Not All Tokens Are What You Need", §2) scores a token by its excess
+    loss ``loss - ref_loss`` against a reference trained on better data: a high excess marks a token
+    that is *learnable* (the reference predicts it) but not yet learned, and Rho-1 trains on exactly
+    those; tokens the reference too predicts badly are noise it does not train on. Delegating the
+    high-excess tokens would hand the helper precisely what a model can learn (the ablation
+    :func:`select_rho_excess`). Learnability says to delegate the other end: the tokens still
+    unpredictable to a reference with more capacity and more training than the SLM (lacy's default
+    reference is the profile's helper-size ``standard`` model). Restricted to fact tokens, as
+    ``lacy`` is, so the two differ only in *whose* loss ranks the facts: the reference's (learnable at
+    all?) against the SLM's own current loss.
+    """
     if ref_loss is None:
         raise ValueError("the 'rho' rule needs ref_loss (a reference model's per-token loss); "
+                         "lacy.train.run.train attaches it, or pass ref_loss=... explicitly")
+    k = lacy_counts(valid, fact, fraction, granularity)
+    return _call_selected(valid, top_k_mask(ref_loss.to(loss.dtype), valid & fact, k, granularity))
+
+
+def select_rho_excess(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+) -> Selection:
+    """Ablation of ``rho`` with Rho-1's score taken literally: the ``k`` valid tokens with the largest
+    excess loss ``loss - ref_loss`` → ``<CALL>`` (``k`` matched to ``lacy``). It delegates the tokens
+    the reference says are learnable, the opposite of Rho-1's reading (see :func:`select_rho`)."""
+    if ref_loss is None:
+        raise ValueError("the 'rho_excess' rule needs ref_loss (a reference model's per-token loss); "
                          "lacy.train.run.train attaches it, or pass ref_loss=... explicitly")
     k = lacy_counts(valid, fact, fraction, granularity)
     return _call_selected(valid, top_k_mask(loss - ref_loss.to(loss.dtype), valid, k, granularity))
@@ -323,6 +349,7 @@ METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     Method("loss", select_loss),
     Method("facts", select_facts),
     Method("rho", select_rho, needs_reference_loss=True),
+    Method("rho_excess", select_rho_excess, needs_reference_loss=True),
     Method("judge", select_judge, needs_judge=True),
     Method("random", select_random, stochastic=True),
     Method("ignore", select_ignore, effect="ignore"),
