@@ -57,19 +57,18 @@ def test_colab_links_come_from_the_repository_url():
     assert book.install_url(ROOT) == url  # pyproject's [project.urls] Repository (when installed) agrees with _config.yml
 
 
-def test_the_colab_install_url_comes_from_the_package_metadata(monkeypatch):
-    class Metadata:
-        def __init__(self, urls):
-            self.urls = urls
-
-        def get_all(self, name):
-            return self.urls if name == "Project-URL" else None
-
-    monkeypatch.setattr(book.layout.metadata, "metadata", lambda name: Metadata(["Homepage, https://x.org", "Repository, https://github.com/me/fork.git"]))
+def test_the_colab_install_url_comes_from_pyproject(monkeypatch):
+    monkeypatch.setattr(book.layout, "project_url", lambda: "https://github.com/me/fork")
     assert book.install_url(ROOT) == "https://github.com/me/fork"
     assert "git+https://github.com/me/fork.git@" in book.colab_setup_source(ROOT)
-    monkeypatch.setattr(book.layout.metadata, "metadata", lambda name: Metadata([]))
-    assert book.install_url(ROOT) == book.repository_url(ROOT)  # not declared: _config.yml repository.url
+
+
+def test_every_chapter_carries_the_current_colab_setup_cell():
+    expected = book.colab_setup_source(ROOT)
+    for notebook in book.toc_notebooks(ROOT):
+        nb = nbformat.read(notebook, as_version=4)
+        assert nb.cells[1].source == expected, f"{notebook.name}: colab-setup cell is stale; rewrite it from book.colab_setup_source"
+        assert "profile_for_device" in nb.cells[1].source
 
 
 def test_python_m_lacy_book_keeps_its_commands():

