@@ -32,7 +32,7 @@ def _umask() -> int:
     return mask
 
 
-def _publish_mode(path: str | Path, directory: bool = False) -> None:
+def set_default_mode(path: str | Path, directory: bool = False) -> None:
     """Give a temporary file (0600) or folder (0700) the mode ``open``/``mkdir`` would have given it."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
@@ -41,7 +41,7 @@ def make_temp_dir(parent: str | Path, prefix: str, suffix: str = ".tmp") -> Path
     """A fresh temporary folder inside ``parent`` (created if needed) with umask-respecting permissions."""
     Path(parent).mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix))
-    _publish_mode(folder, directory=True)
+    set_default_mode(folder, directory=True)
     return folder
 
 
@@ -58,7 +58,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
-        _publish_mode(tmp)
+        set_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -133,6 +133,7 @@ KILL_AFTER_CHECKPOINT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_keeps_the_metrics_and_skips_a_truncated_checkpoint(tmp_path, trained, cache_root, capsys,
                                                                                 monkeypatch):
     out = tmp_path / "killed"

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from lacy.data.tokenizer import call_token_id, load_tokenizer
-from lacy.io import CHECKSUM_FILE, make_temp_dir, verify_checksums, write_checksums
+from lacy.io import CHECKSUM_FILE, make_temp_dir, set_default_mode, verify_checksums, write_checksums
 from lacy.profiles import ARCHITECTURES, ModelConfig, check_choice
 
 WEIGHTS_FILE = "model.safetensors"
@@ -109,7 +109,10 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, dir
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        write_checksums(staging, [p.name for p in staging.iterdir() if p.is_file()])
+        files = [p for p in staging.iterdir() if p.is_file()]
+        for file in files:  # safetensors writes 0600: give colleagues the access the umask allows
+            set_default_mode(file)
+        write_checksums(staging, [p.name for p in files])
         if directory.exists():
             retired = make_temp_dir(directory.parent, prefix=f".{directory.name}.old.", suffix="")
             os.replace(directory, retired / directory.name)
