@@ -96,7 +96,10 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
 
 def _deadline_transport() -> httpx.HTTPTransport:
-    """httpx's transport on a connection pool whose sockets honour the call deadline."""
+    """httpx's transport on a connection pool whose sockets honour the call deadline.
+
+    httpx has no public option for httpcore's ``network_backend``, so the pool it built is replaced
+    by one with the same TLS defaults and :class:`_DeadlineBackend`."""
     transport = httpx.HTTPTransport()
     transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), network_backend=_DeadlineBackend())
     return transport
