@@ -1,13 +1,17 @@
 """The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | compare | serve | bench | plan``.
 
-Every command validates its choices up front and fails with the list of valid values; results are
-printed (and written with ``--out``) as JSON or CSV so scripts and the book can read them.
+Every command validates its choices, numbers and outputs up front and fails with the list of valid
+values; results are printed (and written with ``--out``) as JSON or CSV so scripts and the book can
+read them. Every expected failure ends in one line on stderr and exit code 2 (``LACY_DEBUG=1``
+shows the traceback); stdout carries only results.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,17 +25,35 @@ POLICIES = ("argmax", "threshold", "budget")
 def _print_json(obj: Any, out: str | None = None) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str)
     if out:
-        from lacy.data.cache import write_json_atomic
+        from lacy.io import write_json_atomic
 
         write_json_atomic(Path(out), obj)
     print(text)
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None) -> Any:
+    """An argparse ``type`` accepting a ``kind`` number in ``[low, high]`` (finite), with a clear error."""
+    bounds = " and ".join(f"{word} {bound}" for word, bound in (("at least", low), ("at most", high)) if bound is not None)
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value != value or value in (float("inf"), float("-inf")) or (low is not None and value < low) \
+                or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected a number {bounds}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def _common(p: argparse.ArgumentParser, corpus: bool = True) -> None:
     if corpus:
         p.add_argument("--corpus", default="synthbio", help=f"one of {', '.join(CORPORA)}")
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_number(int, 0, 2**32 - 1), default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a profile setting, e.g. --set train.max_steps=200 (repeatable)")
     p.add_argument("--cache", default=None, help="cache folder (default $LACY_CACHE or ~/.cache/lacy)")
@@ -40,9 +62,12 @@ def _common(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 def _cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a folder written by `lacy train` (…/model) or save_pretrained")
     p.add_argument("--helper", default="doc", help="doc (oracle: the gold subject's documents) | retrieval (BM25 over the corpus) | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
-    p.add_argument("--policy", default="budget", help=f"one of {', '.join(POLICIES)}")
-    p.add_argument("--tau", type=float, default=None, help="threshold on P(<CALL>) for --policy threshold")
-    p.add_argument("--budget", type=float, default=None, help="target call rate for --policy budget (default: profile eval.budget)")
+    p.add_argument("--policy", default=None, help=f"one of {', '.join(POLICIES)} (default budget; not for sweep)")
+    p.add_argument("--tau", type=_number(float, 0, 1), default=None, help="threshold on P(<CALL>) for --policy threshold")
+    p.add_argument("--budget", type=_number(float, 0, 1), default=None,
+                   help="target call rate for --policy budget or threshold (default: profile eval.budget)")
+    p.add_argument("--helper-fallback", action="store_true",
+                   help="with a remote helper (http://…): count calls it cannot answer as unresolved instead of failing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cascade_options(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--subject", default=None, help="subject for the oracle document helper (default: the prompt)")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=_number(int, 1), default=None, help="default: profile eval.max_new_tokens")
 
     p = sub.add_parser("evaluate", help="FactScore of the SLM in cascade on a fixed set of subjects")
     _common(p)
@@ -91,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a helper over an OpenAI-compatible completions API")
     p.add_argument("--helper", required=True, help="hf:PATH_OR_ID | smollm2")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_number(int, 1, 65535), default=8000)
     p.add_argument("--api-key-env", default=None, help="name of an environment variable holding a bearer token")
 
     p = sub.add_parser("bench", help="benchmarks against a baseline run side by side (JSON)")
@@ -126,14 +151,65 @@ def _check(kind: str, value: str | None, choices: Sequence[str]) -> None:
         check_choice(kind, value, tuple(choices))
 
 
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """Refuse options the command would ignore, saying what they apply to."""
+    cmd = args.command
+    unused: list[str] = []
+    if cmd == "sweep":
+        unused = [f"--{name}" for name in ("policy", "tau", "budget") if getattr(args, name) is not None]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)} do(es) not apply to sweep: it runs a threshold policy at each call "
+                              "rate of eval.sweep_rates (set them with --set eval.sweep_rates=0,0.5,1)")
+    if cmd in ("generate", "evaluate"):
+        policy = args.policy or "budget"
+        applies = {"tau": ("threshold",), "budget": ("budget", "threshold")}
+        unused = [f"--{name}" for name, policies in applies.items() if getattr(args, name) is not None and policy not in policies]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)} do(es) not apply to --policy {policy}: --tau is for threshold, "
+                              "--budget for budget or threshold")
+    if cmd in ("generate", "evaluate", "sweep") and args.helper_fallback and not args.helper.startswith(("http://", "https://")):
+        raise ConfigError("--helper-fallback applies to a remote helper (--helper http://HOST:PORT) only")
+    if cmd == "train" and args.reference and not (args.method == "rho" or (args.method == "judge" and args.corpus == "vitalwiki")):
+        raise ConfigError(f"--reference does not apply to --method {args.method} on {args.corpus}: "
+                          "it is used by --method rho, and by --method judge on vitalwiki")
+    if cmd == "data" and args.out and args.cache and Path(args.out) != Path(args.cache):
+        raise ConfigError("pass the cache folder once: --out and --cache name the same thing for `lacy data`")
+    for name in ("prompt", "subject"):
+        value = getattr(args, name, None)
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ConfigError(f"--{name} is not valid UTF-8 text (bytes {err.object[err.start:err.end]!r} at position "
+                              f"{err.start}); pass UTF-8 text") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before the work if an output cannot be written (the results would be lost after it)."""
+    from lacy.io import check_writable
+
+    out = getattr(args, "out", None)
+    if args.command in ("train", "data"):
+        from lacy.data.cache import default_cache_root
+
+        cache = (out if args.command == "data" else None) or args.cache or default_cache_root()
+        check_writable(cache, directory=True)
+        if args.command == "train":
+            check_writable(out, directory=True)
+    elif out:
+        check_writable(out)
+
+
 def run(args: argparse.Namespace) -> Any:
     cmd = args.command
+    _refuse_unused(args)
+    _check_outputs(args)
     if cmd == "bench":
         _check("bench", args.which, BENCHES)
         _check("profile", args.profile, tuple(PROFILES))
         import importlib
 
-        result = importlib.import_module(f"lacy.bench.{args.which}").run(profile=args.profile)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = importlib.import_module(f"lacy.bench.{args.which}").run(profile=args.profile)
         _print_json(result, args.out)
         return result
     if cmd == "compare":
@@ -164,7 +240,7 @@ def run(args: argparse.Namespace) -> Any:
         plans = plan.plan(settings, peak)
         print(plan.render(plans, dtype))
         if args.out:
-            from lacy.data.cache import write_json_atomic
+            from lacy.io import write_json_atomic
 
             write_json_atomic(Path(args.out), plan.plan_table(plans))
         return plans
@@ -174,38 +250,46 @@ def run(args: argparse.Namespace) -> Any:
     if cmd == "data":
         from lacy.data import shards
 
-        summary = shards.data_command(args.corpus, profile, args.seed, args.out or args.cache, shard=args.shard,
-                                      merge=args.merge, log=lambda m: print(m, file=sys.stderr))
+        with contextlib.redirect_stdout(sys.stderr):  # progress bars and library chatter: stdout is for results
+            summary = shards.data_command(args.corpus, profile, args.seed, args.out or args.cache, shard=args.shard,
+                                          merge=args.merge, log=lambda m: print(m, file=sys.stderr))
         _print_json(summary)
         return summary
     if cmd == "train":
         _check("method", args.method, METHODS)
         from lacy.train.run import train
 
-        summary = train(args.corpus, args.method, profile, args.seed, Path(args.out), cache_root=args.cache,
-                        reference=Path(args.reference) if args.reference else None, progress=not args.no_progress)
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = train(args.corpus, args.method, profile, args.seed, Path(args.out), cache_root=args.cache,
+                            reference=Path(args.reference) if args.reference else None, progress=not args.no_progress)
         _print_json(summary)
         return summary
 
     _check("policy", args.policy, POLICIES)
+    policy = args.policy or "budget"
     from lacy.evaluate import run as evaluation
 
     if cmd == "generate":
-        gen = evaluation.generate(args.model, args.corpus, profile, args.seed, helper=args.helper, policy=args.policy,
+        gen = evaluation.generate(args.model, args.corpus, profile, args.seed, helper=args.helper, policy=policy,
                                   tau=args.tau, budget=args.budget, prompt=args.prompt, subject=args.subject,
-                                  max_new_tokens=args.max_new_tokens, cache_root=args.cache)
+                                  max_new_tokens=args.max_new_tokens, cache_root=args.cache,
+                                  helper_fallback=args.helper_fallback)
         print(gen.prompt + gen.marked())
         print(json.dumps({"n_calls": gen.n_calls, "unresolved_calls": gen.unresolved_calls,
                           "slm_tokens": gen.slm_tokens, "helper_tokens": gen.helper_tokens,
                           "seconds": round(gen.seconds, 3)}), file=sys.stderr)
         return gen
     if cmd == "evaluate":
-        result = evaluation.evaluate(args.model, args.corpus, profile, args.seed, helper=args.helper, policy=args.policy,
-                                     tau=args.tau, budget=args.budget, cache_root=args.cache)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = evaluation.evaluate(args.model, args.corpus, profile, args.seed, helper=args.helper, policy=policy,
+                                         tau=args.tau, budget=args.budget, cache_root=args.cache,
+                                         helper_fallback=args.helper_fallback)
         _print_json(result, args.out)
         return result
     if cmd == "sweep":
-        table = evaluation.sweep(args.model, args.corpus, profile, args.seed, helper=args.helper, cache_root=args.cache)
+        with contextlib.redirect_stdout(sys.stderr):
+            table = evaluation.sweep(args.model, args.corpus, profile, args.seed, helper=args.helper,
+                                     cache_root=args.cache, helper_fallback=args.helper_fallback)
         from lacy.io import atomic_write
 
         with atomic_write(args.out) as fh:
@@ -215,13 +299,38 @@ def run(args: argparse.Namespace) -> Any:
     raise AssertionError(cmd)
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures a user can cause and fix (bad input, files, servers, missing packages).
+
+    Library-specific classes are only looked up in modules already imported: an error of a module
+    that was never imported cannot have been raised.
+    """
+    types: list[type[BaseException]] = [ValueError, OSError, ImportError]
+    for module, name in (("lacy.cascade.remote", "RemoteHelperError"), ("safetensors", "SafetensorError")):
+        if module in sys.modules:
+            types.append(getattr(sys.modules[module], name))
+    return tuple(types)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the CLI's single error boundary (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    if os.environ.get("LACY_DEBUG", "") not in ("", "0"):
+        run(args)
+        return 0
     try:
         run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"lacy {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"lacy {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the boundary: one line instead of a traceback
+        message = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, expected_errors()):
+            print(f"lacy {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        print(f"lacy {args.command}: internal error: {type(err).__name__}: {message} "
+              "(run again with LACY_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1
     return 0
 
 

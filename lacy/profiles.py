@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
@@ -135,17 +136,48 @@ class Profile:
         for m in (self.model, self.helper_model):
             if m.d_model % m.n_head:
                 raise ConfigError(f"model d_model={m.d_model} must be divisible by n_head={m.n_head}")
-        if not 0.0 < self.train.call_fraction <= 1.0:
-            raise ConfigError(f"train.call_fraction must be in (0, 1], got {self.train.call_fraction}")
-        if not 0.0 <= self.eval.budget <= 1.0:
-            raise ConfigError(f"eval.budget must be in [0, 1], got {self.eval.budget}")
-        if self.data.seq_len < 8 or self.data.vocab_size < 300:
-            raise ConfigError("data.seq_len must be >= 8 and data.vocab_size >= 300")
-        if self.eval.max_new_tokens < 0:
-            raise ConfigError(f"eval.max_new_tokens must be >= 1, or 0 for auto (1.5x the longest training document), "
-                              f"got {self.eval.max_new_tokens}")
-        if self.world.n_people < 2:
-            raise ConfigError("world.n_people must be >= 2")
+        for section in ("world", "data", "model", "train", "eval", "helper_model", "helper_train"):
+            config = getattr(self, section)
+            for name, (low, high, low_open) in NUMERIC_RANGES.get(type(config), {}).items():
+                values = getattr(config, name)
+                for value in values if isinstance(values, tuple) else (values,):
+                    _check_range(f"{section}.{name}", value, low, high, low_open)
+            if isinstance(config, TrainConfig) and not config.devices.strip():
+                raise ConfigError(f"{section}.devices is empty; pass a count (1), a list of ids (0,1) or auto")
+        if not self.eval.sweep_rates:
+            raise ConfigError("eval.sweep_rates is empty; give at least one call rate, e.g. --set eval.sweep_rates=0,0.5,1")
+        if self.world.min_docs_per_person > self.world.max_docs_per_person:
+            raise ConfigError(f"world.min_docs_per_person={self.world.min_docs_per_person} is above "
+                              f"world.max_docs_per_person={self.world.max_docs_per_person}")
+
+
+def _check_range(key: str, value: Any, low: float | None, high: float | None, low_open: bool) -> None:
+    """Refuse a non-finite ``value`` or one outside ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if (isinstance(value, float) and not math.isfinite(value)) or too_low or (high is not None and value > high):
+        lower = "" if low is None else f"{'>' if low_open else '>='} {low}"
+        upper = "" if high is None else f"<= {high}"
+        raise ConfigError(f"{key} must be {' and '.join(b for b in (lower, upper) if b)}, got {value}; "
+                          f"fix it with --set {key}=...")
+
+
+# (low, high, low is excluded) of every numeric setting; None: unbounded on that side.
+NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] = {
+    WorldConfig: {"n_people": (2, None, False), "zipf_exponent": (0, None, False),
+                  "max_docs_per_person": (1, None, False), "min_docs_per_person": (1, None, False)},
+    DataConfig: {"vocab_size": (300, None, False), "seq_len": (8, None, False), "val_fraction": (0, 1, True),
+                 "vitalwiki_max_docs": (0, None, False), "annotate_processes": (1, None, False),
+                 "annotate_batch_size": (1, None, False)},
+    ModelConfig: {"d_model": (1, None, False), "n_layer": (1, None, False), "n_head": (1, None, False),
+                  "d_ff": (1, None, False)},
+    TrainConfig: {"batch_size": (1, None, False), "max_steps": (1, None, False), "lr": (0, None, True),
+                  "min_lr_ratio": (0, 1, False), "warmup_steps": (0, None, False), "weight_decay": (0, None, False),
+                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "val_every": (1, None, False),
+                  "val_batches": (1, None, False), "log_every": (1, None, False), "ckpt_every": (1, None, False),
+                  "num_nodes": (1, None, False), "num_workers": (0, None, False)},
+    EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False),  # 0 = auto (1.5x the longest document) "budget": (0, 1, False),
+                 "sweep_rates": (0, 1, False), "gamma": (0, None, False), "calibration_docs": (1, None, False)},
+}
 
 
 def _coerce(value: Any, like: Any, key: str) -> Any:

@@ -7,6 +7,11 @@ Serving the helper lets the SLM run on a laptop and defer to a GPU box: ``lacy s
 - ``POST /v1/completions`` (OpenAI legacy completions: ``prompt`` string, greedy decoding only),
 - ``GET /v1/models`` and ``GET /health`` (the latter without authentication, for probes).
 
+Every client mistake is answered with a 4xx saying what is valid; the model is named publicly (never
+by its filesystem path); the interactive ``/docs`` and ``/openapi.json`` are off when an API key is
+set; a connection that does not finish sending its request headers in ``header_timeout`` seconds is
+closed, so slow clients cannot hold connections.
+
 The server is stateless: every request opens a fresh helper session, so no KV cache or subject is
 carried from one request to the next. Helpers are not assumed to be thread-safe: helper calls are
 serialised with a lock unless the helper sets ``thread_safe = True``. ``subject`` is accepted as a
@@ -23,9 +28,11 @@ import secrets
 import threading
 import time
 import uuid
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -56,6 +63,14 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     echo: bool = False
     subject: str | None = Field(None, description="lacy extension: the subject passed to helper.session()")
+
+
+def public_model_name(helper: Helper) -> str:
+    """The helper's name, as clients see it: a model folder's path (the default name of an LM helper
+    loaded from a folder) is cut to its last two parts, so the server's file system is not exposed."""
+    name = str(getattr(helper, "name", None) or type(helper).__name__)
+    path = PurePath(name)
+    return "/".join(path.parts[-2:]) if path.is_absolute() or name.startswith(("~", ".")) else name
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -169,19 +184,21 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``helper`` as an OpenAI-compatible completions endpoint.
 
-    ``api_key``: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>`` (401 otherwise).
+    ``api_key``: when set, ``/v1/*`` requires ``Authorization: Bearer <api_key>`` (401 otherwise)
+    and the API description (``/docs``, ``/redoc``, ``/openapi.json``) is not served.
     ``max_prompt_chars`` / ``max_tokens_limit`` bound the work of one request (413 / 400 beyond).
-    ``model_name`` (default ``helper.name``) is the id listed by ``/v1/models``; a request naming
+    ``model_name`` (default :func:`public_model_name`) is the id listed by ``/v1/models``; a request naming
     another model gets 404. Only greedy decoding is supported (``temperature`` 0).
     """
-    served_name = model_name or getattr(helper, "name", None) or type(helper).__name__
+    served_name = model_name or public_model_name(helper)
     scoring = _scoring_model(helper)
     helper_lock = contextlib.nullcontext() if getattr(helper, "thread_safe", False) else threading.Lock()
     # JSON may spell each character as a 12-byte surrogate pair escape; the margin covers other fields.
     max_body_bytes = 12 * max_prompt_chars + 65_536
     created = int(time.time())
 
-    app = FastAPI(title="lacy helper", description=__doc__)
+    public_docs = {} if api_key is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="lacy helper", description=__doc__, **public_docs)
     app.add_middleware(_BodySizeLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
@@ -222,6 +239,8 @@ def create_app(
                 if request.logprobs is not None and scoring is not None:
                     logprobs = _token_logprobs(*scoring, request.prompt, text, request.logprobs)
                 prompt_tokens = _count_prompt_tokens(scoring[1], request.prompt) if scoring is not None else 0
+            except ValueError as exc:  # the helper refuses this input (e.g. no room in its context, invalid text)
+                raise HTTPException(400, f"the helper cannot complete this request: {exc}") from exc
             except Exception as exc:
                 logger.exception("helper %s failed on a %d-character prompt", served_name, len(request.prompt))
                 raise HTTPException(500, f"the helper failed: {type(exc).__name__}: {exc}") from exc
@@ -246,6 +265,12 @@ def _check_supported(
     request: CompletionRequest, stops: list[str], served_name: str, max_prompt_chars: int, max_tokens_limit: int
 ) -> None:
     """Refuse, with a message saying what is valid, a request this server cannot honour."""
+    for name, text in (("prompt", request.prompt), ("subject", request.subject or ""), *(("stop", s) for s in stops)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise HTTPException(400, f"{name} is not valid Unicode text (a lone surrogate at character {err.start}); "
+                                     "send UTF-8 text") from None
     if request.model is not None and request.model != served_name:
         raise HTTPException(
             404, f"model {request.model!r} is not served here; this server serves {served_name!r} (GET /v1/models)"
@@ -281,15 +306,51 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class HeaderTimeoutH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose request headers take longer than
+    ``header_timeout`` seconds to arrive (uvicorn itself waits for them forever)."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: Any = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        cycle = self.cycle
+        if self._header_timer is None and (cycle is None or cycle.response_complete):  # the next request starts
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        super().data_received(data)
+        if self.cycle is not cycle and self._header_timer is not None:  # its headers are complete
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+
+def server_config(app: FastAPI, host: str, port: int, header_timeout: float = 10.0, **kwargs: Any) -> uvicorn.Config:
+    """The uvicorn configuration of a helper server (HTTP/1.1 with a header-read timeout)."""
+    protocol = type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout": header_timeout})
+    return uvicorn.Config(app, host=host, port=port, http=protocol, **kwargs)
+
+
 @contextlib.contextmanager
 def background_server(
-    app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 30.0
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 30.0, header_timeout: float = 10.0
 ) -> Iterator[str]:
     """Run ``app`` with uvicorn in a daemon thread; yields its base URL and always shuts it down.
 
     ``port=0`` picks a free port. Used by the tests and the remote benchmark.
     """
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(server_config(app, host, port, header_timeout, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="lacy-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout
@@ -313,9 +374,17 @@ def serve(
 
     Binds to loopback by default; binding elsewhere without ``api_key`` logs a warning.
     """
-    from lacy.cascade.helpers import build_helper
+    from lacy.cascade.helpers import HELPER_SPECS, build_helper
 
+    if helper_spec == "doc" or helper_spec.startswith(("http://", "https://")):
+        raise ValueError(f"--helper {helper_spec!r} cannot be served: the document helper needs a corpus's reference "
+                         "texts and a URL is already a server; serve a language model: hf:PATH_OR_ID or smollm2 "
+                         f"(valid helper specs: {', '.join(HELPER_SPECS)})")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port} is not a TCP port; pass one in 1..65535")
     if not _is_loopback(host) and api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach this address can use the helper", host)
     helper = build_helper(helper_spec, device=device)
-    uvicorn.run(create_app(helper, api_key=api_key), host=host, port=port, log_level="info")
+    app = create_app(helper, api_key=api_key)
+    uvicorn.Server(server_config(app, host, port, log_level="info")).run()
+

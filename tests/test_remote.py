@@ -46,7 +46,7 @@ class ScriptSession(HelperSession):
         if self.subject == "nobody":
             return HelperReply(None, 0)
         if self.subject == "crash":
-            raise ValueError("this helper cannot continue that")
+            raise RuntimeError("this helper cannot continue that")
         start = len(text) % len(SCRIPT_TOKENS)
         emitted: list[str] = []
         for token in (SCRIPT_TOKENS * 2)[start : start + max_new_tokens]:
@@ -177,7 +177,7 @@ def test_subject_travels_and_no_help_stays_no_help(script_server):
 def test_a_failing_helper_gives_500_with_its_error_and_the_client_retries_then_raises(script_server):
     response = httpx.post(f"{script_server}/v1/completions", json={"prompt": "Ada", "subject": "crash"}, timeout=5)
     assert response.status_code == 500
-    assert response.json()["error"]["message"] == "the helper failed: ValueError: this helper cannot continue that"
+    assert response.json()["error"]["message"] == "the helper failed: RuntimeError: this helper cannot continue that"
     with RemoteHelper(script_server, retries=1, backoff=0.01) as helper:
         with pytest.raises(RemoteHelperUnavailable, match="after 2 attempts .*cannot continue that"):
             helper.session("crash").continue_text("Ada", max_new_tokens=2, until_word_boundary=True)

@@ -370,14 +370,16 @@ def _looks_like_path(location: str) -> bool:
 REMOTE_API_KEY_ENV = "LACY_HELPER_API_KEY"
 
 
-def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = None, device: str = "cpu") -> Helper:
+def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = None, device: str = "cpu",
+                 fallback: bool = False) -> Helper:
     """A helper from a spec string.
 
     ``doc`` (the oracle; needs ``documents``: subject → reference texts), ``retrieval`` (BM25 over all
     of ``documents``, not told the subject; :mod:`lacy.cascade.retrieval`), ``hf:PATH_OR_ID`` (a model folder or a
     hub id in the local cache), ``smollm2`` (the offline GGUF), ``http(s)://HOST:PORT[/v1]`` (an
     OpenAI-compatible completions server, e.g. ``lacy serve``; its bearer token, if any, is read from
-    ``$LACY_HELPER_API_KEY``).
+    ``$LACY_HELPER_API_KEY``; ``fallback``: count its unavailable answers as unresolved calls). A model
+    folder is checked against the hashes recorded at export; hub ids load from the local cache only.
     """
     valid = f"valid helper specs: {', '.join(HELPER_SPECS)}"
     if spec == "doc":
@@ -396,7 +398,7 @@ def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = N
         from lacy.cascade.remote import RemoteHelper
 
         # A bearer token for the server comes from the environment, never from the command line.
-        return RemoteHelper(spec, api_key=os.environ.get(REMOTE_API_KEY_ENV) or None)
+        return RemoteHelper(spec, api_key=os.environ.get(REMOTE_API_KEY_ENV) or None, fallback=fallback)
     if spec.startswith("hf:"):
         location = spec[3:]
         if not location:
@@ -405,14 +407,18 @@ def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = N
         if path.exists():
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path} has no config.json; expected a folder written by save_pretrained")
+            from lacy.io import verify_checksums
+
+            verify_checksums(path)
             return LMHelper.from_pretrained(str(path), device=device)
         if _looks_like_path(location):
             raise FileNotFoundError(f"no model folder at {path}; train or export a model there, or pass hf:HUB_ID")
         try:
-            return LMHelper.from_pretrained(location, device=device)
-        except OSError as error:
+            return LMHelper.from_pretrained(location, device=device, local_files_only=True)
+        except OSError:
             raise FileNotFoundError(
-                f"could not load {location!r} as a local folder or a cached hub model (lacy never downloads); "
-                f"download it beforehand (huggingface-cli download {location}) or pass a folder: {error}"
-            ) from error
+                f"{location!r} is neither a local folder nor a hub model in the local cache, and lacy never downloads: "
+                f"fetch its weights beforehand (`hf download {location}`, or `huggingface-cli download {location}`) "
+                "or pass hf:FOLDER"
+            ) from None
     raise ValueError(f"unknown helper spec {spec!r}; {valid}")

@@ -4,6 +4,8 @@ A cache folder is keyed by a content hash of everything that determines its cont
 seed, tokenizer settings, annotator rules and model, package versions, format version). It is
 written into a temporary folder and renamed into place (atomic); a manifest stores the SHA-256 of
 every file, so a corrupt or partially written cache is detected on load and rebuilt, never used.
+Loading checks the files a cache *must* contain (not only those its manifest lists), and builders
+of the same key serialise on a file lock, so concurrent processes build once and share the result.
 
 Layout of ``<root>/<corpus>-<key>/``::
 
@@ -18,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -27,14 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from filelock import FileLock, Timeout
+
 from lacy.data.corpora import get_corpus
 from lacy.data.corpus import Document
-from lacy.io import atomic_write
+from lacy.io import make_temp_dir, save_npy_atomic, sha256_file, write_json_atomic
 from lacy.profiles import Profile, check_choice
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
 FIELDS = ("ids", "fact", "gold", "forced", "doc")
+REQUIRED_FILES = ("tokenizer/tokenizer.json", *(f"{split}.{field}.npy" for split in SPLITS for field in FIELDS))
 
 
 def default_cache_root() -> Path:
@@ -49,28 +54,9 @@ def _version(package: str) -> str:
         return "missing"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def content_key(config: dict[str, Any]) -> str:
     """16 hex digits of the SHA-256 of a canonical JSON rendering of ``config``."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and an atomic rename."""
-    with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    with atomic_write(path, "wb") as fh:
-        np.save(fh, array)
 
 
 @dataclass
@@ -98,14 +84,36 @@ class CorpusCache:
 
         return load_tokenizer(self.path / "tokenizer")
 
-    def verify(self) -> None:
-        """Raise ``ValueError`` if any file is missing or its hash differs from the manifest."""
-        for name, digest in self.manifest["files"].items():
+    def verify(self, key: str | None = None) -> None:
+        """Raise ``ValueError`` unless the manifest is well formed (with ``key``, when given) and every
+        file the cache must contain, and every other file the manifest lists, matches its hash."""
+        manifest = self.manifest
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or "summary" not in manifest:
+            raise ValueError(f"cache {self.path}: manifest.json is malformed")
+        if key is not None and manifest.get("key") != key:
+            raise ValueError(f"cache {self.path}: manifest key {manifest.get('key')!r} is not the folder's key {key!r}")
+        files = manifest["files"]
+        for name in (*REQUIRED_FILES, *sorted(set(files) - set(REQUIRED_FILES))):
             file = self.path / name
-            if not file.exists():
+            if name not in files:
+                raise ValueError(f"cache {self.path}: manifest.json does not record the hash of {name}")
+            if not file.is_file():
                 raise ValueError(f"cache {self.path} is missing {name}")
-            if sha256_file(file) != digest:
+            if sha256_file(file) != files[name]:
                 raise ValueError(f"cache {self.path}: {name} does not match its recorded hash (corrupt)")
+
+    @classmethod
+    def open_verified(cls, path: Path, key: str) -> "CorpusCache":
+        """The cache at ``path``, verified; ``ValueError`` (or ``OSError``) says why it cannot be used."""
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"cache {path}: manifest.json is not valid JSON ({err})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"cache {path}: manifest.json is not text") from None
+        cache = cls(path, manifest)
+        cache.verify(key)
+        return cache
 
 
 def load_documents(corpus: str, profile: Profile, seed: int) -> tuple[list[Document], Any]:
@@ -164,26 +172,66 @@ def _encode_split(docs: list[Document], tokenizer, annotator, world, attribute_c
     return arrays, annotate_seconds
 
 
-def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path | None = None, *, log=print,
+def _log_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path | None = None, *, log=_log_stderr,
                 encode_split=None) -> CorpusCache:
     """Build (or load, if a verified cache with the same key exists) the token-aligned cache.
 
     ``encode_split(split, docs, tokenizer, annotator, world, attribute_codes)`` replaces the tokenize +
     annotate step of one split (``lacy.data.shards`` passes one that joins pre-annotated shard parts).
+    Builders of the same key hold ``<root>/.<corpus>-<key>.lock`` while they check and build, so a
+    concurrent builder waits and then loads the finished cache. A folder that fails verification for
+    any reason (missing or malformed manifest, missing or corrupt file) is removed and rebuilt once;
+    temporary folders left by killed builders are removed.
     """
     root = Path(root) if root is not None else default_cache_root()
     config = cache_config(corpus, profile, seed)
     key = content_key(config)
     final = root / f"{corpus}-{key}"
-    if (final / "manifest.json").exists():
+    if (final / "manifest.json").is_file():  # fast path: no lock needed to read a finished cache
         try:
-            cache = CorpusCache(final, json.loads((final / "manifest.json").read_text()))
-            cache.verify()
-            return cache
-        except (ValueError, json.JSONDecodeError, KeyError) as err:
-            log(f"[lacy] rebuilding cache: {err}")
-            shutil.rmtree(final, ignore_errors=True)
+            return CorpusCache.open_verified(final, key)
+        except (ValueError, OSError):
+            pass  # checked again under the lock, where it is rebuilt
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / f".{corpus}-{key}.lock"):
+        remove_stale_builds(root, held=final.name)
+        if final.exists():
+            try:
+                return CorpusCache.open_verified(final, key)
+            except (ValueError, OSError) as err:
+                log(f"[lacy] rebuilding cache: {err}")
+                shutil.rmtree(final)
+        return _build_cache_folder(corpus, profile, seed, config, key, root, final, encode_split)
 
+
+def remove_stale_builds(root: Path, held: str) -> list[Path]:
+    """Remove the temporary folders of builds that are not running (killed builders leave them behind).
+
+    A build is running while its builder holds the lock of its ``<corpus>-<key>``, so a temporary
+    folder whose lock can be taken at once is stale; so is every one of ``held``, the name whose lock
+    the caller holds. Returns the folders removed.
+    """
+    removed = []
+    for tmp in root.glob(".*-*.*.tmp"):
+        name = tmp.name[1:].split(".", 1)[0]
+        if name != held:
+            try:
+                with FileLock(root / f".{name}.lock", timeout=0):
+                    pass
+            except Timeout:
+                continue  # its builder is alive
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _build_cache_folder(corpus: str, profile: Profile, seed: int, config: dict[str, Any], key: str, root: Path,
+                        final: Path, encode_split=None) -> CorpusCache:
+    """Write the cache of ``key`` into a temporary folder and rename it to ``final`` (called under the lock)."""
     from lacy.data.annotate import FactAnnotator
     from lacy.data.tokenizer import save_tokenizer, train_tokenizer
 
@@ -197,8 +245,7 @@ def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path |
                               batch_size=profile.data.annotate_batch_size)
     attribute_codes = _attribute_codes(docs)
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{corpus}-{key}.", suffix=".tmp"))
+    tmp = make_temp_dir(root, prefix=f".{corpus}-{key}.")
     try:
         save_tokenizer(tokenizer, tmp / "tokenizer")
         stats: dict[str, Any] = {"annotate_seconds": 0.0}
@@ -240,9 +287,6 @@ def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path |
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"key": key, "config": config, "files": files, "summary": summary}
         write_json_atomic(tmp / "manifest.json", manifest)
-        if final.exists():  # a concurrent builder won the race; keep theirs if it verifies
-            shutil.rmtree(tmp)
-            return build_cache(corpus, profile, seed, root, log=log)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -79,7 +79,8 @@ class LacyDataModule(L.LightningDataModule):
 
     # Lightning hooks -------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        build_cache(self.corpus, self.profile, self.seed, self.cache_root)
+        # Verifying a cache hashes all of it: keep the result, so setup() does not build or verify again.
+        self.cache = build_cache(self.corpus, self.profile, self.seed, self.cache_root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.cache is None:

@@ -274,12 +274,12 @@ class EvaluationContext:
     def calibration(self) -> np.ndarray:
         return calibration_probs(self.model, self.tokenizer, calibration_texts(self.corpus, self.profile, self.seed, self.world))
 
-    def helper(self, spec: str, device: str = "cpu") -> "Helper":
+    def helper(self, spec: str, device: str = "cpu", fallback: bool = False) -> "Helper":
         from lacy.cascade.helpers import build_helper
 
         lookup = spec in ("doc", "retrieval")  # the oracle's gold documents; retrieval searches all of them
         documents = reference_documents(self.corpus, self.profile, self.seed, self.world) if lookup else None
-        return build_helper(spec, documents=documents, device=device)
+        return build_helper(spec, documents=documents, device=device, fallback=fallback)
 
     def factscorer(self) -> "FactScore":
         from lacy.evaluate import factscore
@@ -306,7 +306,7 @@ class EvaluationContext:
         from lacy.cascade.decoder import CascadeDecoder
 
         return CascadeDecoder(self.model, self.tokenizer, helper, policy,
-                              max_new_tokens=max_new_tokens or self.max_new_tokens,
+                              max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
                               call_logit_bias=call_logit_bias)
 
     def policy(self, name: str, *, tau: float | None = None, budget: float | None = None) -> Any:
@@ -430,16 +430,18 @@ def generations_html(frame: pd.DataFrame, label_columns: Sequence[str] = ("subje
 
 def generate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, helper: str = "doc", policy: str = "budget",
              tau: float | None = None, budget: float | None = None, prompt: str, subject: str | None = None,
-             max_new_tokens: int | None = None, cache_root: str | Path | None = None) -> "Generation":
-    """One cascade generation from ``prompt`` (``subject``, default the prompt, selects the helper's documents)."""
+             max_new_tokens: int | None = None, cache_root: str | Path | None = None,
+             helper_fallback: bool = False) -> "Generation":
+    """One cascade generation from ``prompt`` (``subject``, default the prompt, selects the helper's documents).
+    ``helper_fallback``: a remote helper that is unavailable answers "no help" instead of failing."""
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
-    decoder = ctx.decoder(ctx.helper(helper), ctx.policy(policy, tau=tau, budget=budget), max_new_tokens=max_new_tokens)
+    decoder = ctx.decoder(ctx.helper(helper, fallback=helper_fallback), ctx.policy(policy, tau=tau, budget=budget), max_new_tokens=max_new_tokens)
     return decoder.generate(prompt, subject=subject if subject is not None else prompt)
 
 
 def evaluate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, helper: str = "doc", policy: str = "budget",
              tau: float | None = None, budget: float | None = None, cache_root: str | Path | None = None,
-             subjects: Sequence[Subject] | None = None, progress: bool = False,
+             subjects: Sequence[Subject] | None = None, progress: bool = False, helper_fallback: bool = False,
              return_frame: bool = False) -> dict[str, Any] | tuple[dict[str, Any], pd.DataFrame]:
     """FactScore of the SLM in cascade with ``helper`` under a call ``policy`` (paper §5, Table 2).
 
@@ -461,7 +463,7 @@ def evaluate(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *,
     if policy == "budget" and budget is None:
         budget = profile.eval.budget
     call_policy = ctx.policy(policy, tau=tau, budget=budget)
-    decoder = ctx.decoder(ctx.helper(helper), call_policy)
+    decoder = ctx.decoder(ctx.helper(helper, fallback=helper_fallback), call_policy)
     generations = run_generations(decoder, chosen, progress=progress, desc=f"evaluate {helper}/{policy}")
     result, summary = score_summary(ctx, chosen, generations)
     summary.update({
@@ -503,7 +505,8 @@ def flops_per_token(tokenizer: Any, generations: Sequence["Generation"], n_slm: 
 
 def sweep(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, helper: str = "doc",
           rates: Sequence[float] | None = None, cache_root: str | Path | None = None,
-          subjects: Sequence[Subject] | None = None, progress: bool = False, device: str = "cpu") -> pd.DataFrame:
+          subjects: Sequence[Subject] | None = None, progress: bool = False, device: str = "cpu",
+          helper_fallback: bool = False) -> pd.DataFrame:
     """FactScore against the calibrated call rate (Co-LLM style; paper §5's 22% → 80% comparison).
 
     For each target rate (default ``profile.eval.sweep_rates``) the threshold τ comes from
@@ -517,7 +520,7 @@ def sweep(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, he
     chosen = list(subjects) if subjects is not None else ctx.subjects()
     rates = tuple(profile.eval.sweep_rates if rates is None else rates)
     thresholds = thresholds_for_rates(ctx.calibration, rates)
-    helper_obj = ctx.helper(helper, device=device)
+    helper_obj = ctx.helper(helper, device=device, fallback=helper_fallback)
     from lacy.train.model import count_parameters
 
     n_slm, n_helper = count_parameters(ctx.model), helper_parameter_count(helper_obj)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from lacy.data.tokenizer import call_token_id, load_tokenizer
+from lacy.io import CHECKSUM_FILE, make_temp_dir, set_default_mode, verify_checksums, write_checksums
 from lacy.profiles import ARCHITECTURES, ModelConfig, check_choice
+
+WEIGHTS_FILE = "model.safetensors"
 
 
 def build_slm(
@@ -104,19 +107,23 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> Path:
-    """Write ``model`` (safetensors) and ``tokenizer`` to ``directory`` atomically.
+    """Write ``model`` (safetensors), ``tokenizer`` and the SHA-256 of every file (``SHA256SUMS``,
+    checked by :func:`load_model`) to ``directory`` atomically.
 
     Everything is written to a temporary sibling folder first and renamed into place, so readers
     never see a half-written model; an existing folder is replaced.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    staging = make_temp_dir(directory.parent, prefix=f".{directory.name}.", suffix="")
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        files = [p for p in staging.iterdir() if p.is_file()]
+        for file in files:  # safetensors writes 0600: give colleagues the access the umask allows
+            set_default_mode(file)
+        write_checksums(staging, [p.name for p in files])
         if directory.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            retired = make_temp_dir(directory.parent, prefix=f".{directory.name}.old.", suffix="")
             os.replace(directory, retired / directory.name)
             os.replace(staging, directory)
             shutil.rmtree(retired)
@@ -129,12 +136,17 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, dir
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """Load a model and its tokenizer written by :func:`export_model`, in eval mode on ``device``."""
+    """Load a model and its tokenizer written by :func:`export_model`, in eval mode on ``device``.
+
+    The files are first checked against the hashes recorded at export (``lacy.io.IntegrityError``
+    when one differs); a folder without them (written by another tool) loads unchecked, with a warning.
+    """
     directory = Path(directory)
-    if not (directory / "config.json").exists():
+    if not (directory / "config.json").is_file():
         raise FileNotFoundError(
             f"no model in {directory} (config.json missing); train one with `lacy train` or "
             "lacy.train.run.train, which writes <run>/model/")
+    check_weights(directory)
     tokenizer = load_tokenizer(directory)
     call_token_id(tokenizer)  # a clear error when the tokenizer lacks <CALL>
     model = AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True)
@@ -142,3 +154,20 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"model in {directory} has {model.get_input_embeddings().num_embeddings} embeddings "
                          f"but its tokenizer has {len(tokenizer)} tokens; re-export it with export_model")
     return model.to(device).eval(), tokenizer
+
+
+def check_weights(directory: str | Path) -> bool:
+    """Check a model folder's files against the hashes recorded at export; see :func:`load_model`.
+
+    Returns whether the folder carried hashes. Raises ``FileNotFoundError`` when it has no
+    ``model.safetensors`` and ``lacy.io.IntegrityError`` when a file differs from its hash.
+    """
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_FILE} in {directory}: the folder has no weights; "
+                                "export a model there with `lacy train` (<run>/model) or save_pretrained")
+    if verify_checksums(directory, required=(WEIGHTS_FILE,)):
+        return True
+    print(f"[lacy] warning: {directory} has no {CHECKSUM_FILE}; its weights cannot be checked for corruption",
+          file=sys.stderr)
+    return False

@@ -6,6 +6,7 @@ checkpointing and exact resumption, and writes a run folder::
     <out>/model/          the exported model + tokenizer (save_pretrained, safetensors)
     <out>/metrics.csv     one row per logged step (train/*, lr, val/*)
     <out>/summary.json    method, corpus, profile, seed, sizes, final losses, throughput, config
+    <out>/run.json        the settings that made the run (it is only resumed or reused under them)
     <out>/checkpoints/    last.ckpt (resumed automatically) and periodic checkpoints
     <out>/logs/           raw Lightning CSV logs, one version per session
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,14 +32,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Sampler
 
-from lacy.data.cache import sha256_file, save_npy_atomic, write_json_atomic
+from lacy.data.cache import cache_config, content_key
 from lacy.data.datamodule import LacyDataModule
-from lacy.io import atomic_write
 from lacy.data.corpora import get_corpus
+from lacy.io import atomic_write, check_writable, save_npy_atomic, sha256_file, write_json_atomic
 from lacy.profiles import Profile, TrainConfig
 from lacy.train.model import autocast_dtype, build_slm, count_parameters, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
 from lacy.train.objective import token_terms, without_call
+from lacy.train.run_folder import check_run_folder, resume_checkpoint, run_settings, write_run_record
 from lacy.train.selection import JUDGES, get_method
 
 
@@ -156,17 +159,25 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
           reference: Path | None = None, progress: bool = True, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Pretrain an SLM on ``corpus`` with the selection ``method`` and write the run folder ``out``.
 
-    Resumes from ``out/checkpoints/last.ckpt`` when it exists. ``reference`` is a model folder used
-    by methods that need one (reference losses for ``rho``/``rho_excess``; reference top-k for a corpus
-    whose judge reads them, see :meth:`lacy.train.selection.Method.needs_reference`); by default a
-    ``standard`` run with the profile's helper model and training (``profile.as_helper()``: more
-    capacity and more steps than the SLM) on the same corpus and seed is trained or reused next to ``out``.
+    Resumes from the newest intact checkpoint in ``out/checkpoints`` when there is one, and only
+    under the settings recorded in ``out/run.json`` (a ConfigError otherwise, with the command that
+    starts fresh); a finished run with the same settings is not trained again: its summary is
+    returned. ``reference`` is a model folder used by methods that need one (reference losses for
+    ``rho``/``rho_excess``; reference top-k for a corpus whose judge reads them, see
+    :meth:`lacy.train.selection.Method.needs_reference`); by default a ``standard`` run with the
+    profile's helper model and training (``profile.as_helper()``: more capacity and more steps than
+    the SLM) on the same corpus and seed is trained or reused next to ``out``.
     Extra Lightning ``callbacks`` are added to the Trainer. Returns the summary (also written to
     ``out/summary.json``).
     """
     judge, spec = JUDGES[get_corpus(corpus).judge], get_method(method)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out, directory=True)
+    settings = run_settings(corpus, method, profile, seed, content_key(cache_config(corpus, profile, seed)))
+    finished = check_run_folder(out, settings)
+    if finished is not None:
+        _log(f"[lacy] {out} already holds this run, finished; nothing to train (remove it to train again)")
+        return finished
+    write_run_record(out, settings)
     tcfg = profile.train
     accelerator = resolve_accelerator(tcfg.accelerator)
 
@@ -191,11 +202,15 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
         train_loader = DataLoader(train_windows, batch_sampler=StepBatchSampler(len(train_windows), tcfg.batch_size, seed, trainer),
                                   num_workers=tcfg.num_workers, persistent_workers=tcfg.num_workers > 0)
         val_loader = dm.val_dataloader()
-        last = out / "checkpoints" / "last.ckpt"
+        resume_from = resume_checkpoint(out / "checkpoints", _log)
         started = time.perf_counter()
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=last if last.exists() else None)
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume_from)
         seconds = time.perf_counter() - started
         run_metrics = {k: int(v) for k, v in trainer.callback_metrics.items() if k.startswith("run/")}
+        if "run/end_step" not in run_metrics:  # resumed at max_steps (killed before the summary): no step left
+            totals = module.token_totals.tolist()
+            run_metrics = {"run/call_tokens": totals[0], "run/counted_tokens": totals[1], "run/valid_tokens": totals[2],
+                           "run/start_step": trainer.global_step, "run/end_step": trainer.global_step}
         final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if not final or run_metrics["run/end_step"] % tcfg.val_every:  # no validation after the last step yet
             final = trainer.validate(module, dataloaders=val_loader, verbose=False)[0]
@@ -220,6 +235,10 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     return summary
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def build_trainer(tcfg: TrainConfig, accelerator: str, out: Path, progress: bool, callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """A Trainer for ``tcfg``: step-based, validation every ``val_every`` steps, checkpoints every
     ``ckpt_every`` steps into ``out/checkpoints`` (plus ``last.ckpt``), CSV logs in ``out/logs``.
@@ -234,7 +253,8 @@ def build_trainer(tcfg: TrainConfig, accelerator: str, out: Path, progress: bool
         precision=resolve_precision(tcfg.precision, accelerator), max_steps=tcfg.max_steps,
         gradient_clip_val=tcfg.grad_clip or None, val_check_interval=tcfg.val_every, check_val_every_n_epoch=None,
         limit_val_batches=tcfg.val_batches, num_sanity_val_steps=0, log_every_n_steps=tcfg.log_every,
-        logger=CSVLogger(out, name="logs"), callbacks=[checkpoint, *callbacks], enable_progress_bar=progress,
+        # Flushed at every log call, so a killed run keeps the rows (validation included) logged before.
+        logger=CSVLogger(out, name="logs", flush_logs_every_n_steps=1), callbacks=[checkpoint, *callbacks], enable_progress_bar=progress,
         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=out,
     )
 
