@@ -157,9 +157,11 @@ def _check_range(key: str, value: Any, low: float | None, high: float | None, lo
     if (isinstance(value, float) and not math.isfinite(value)) or too_low or (high is not None and value > high):
         lower = "" if low is None else f"{'>' if low_open else '>='} {low}"
         upper = "" if high is None else f"<= {high}"
-        raise ConfigError(f"{key} must be {' and '.join(b for b in (lower, upper) if b)}, got {value}; "
-                          f"fix it with --set {key}=...")
+        raise ConfigError(f"{key} must be {' and '.join(b for b in (lower, upper) if b)}{RANGE_NOTES.get(key.split('.')[-1], '')}, "
+                          f"got {value}; fix it with --set {key}=...")
 
+
+RANGE_NOTES = {"max_new_tokens": " (0 for auto: 1.5x the longest training document)"}
 
 # (low, high, low is excluded) of every numeric setting; None: unbounded on that side.
 NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] = {
