@@ -31,12 +31,26 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) ->
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """The synthetic biography world (``lacy.data.synthbio``)."""
+    """The synthetic biography world (``lacy.data.synthbio``): its seed, exposure tiers and text density.
 
-    n_people: int = 2000
-    zipf_exponent: float = 0.7  # biographies per person ~ max_docs * rank**-zipf_exponent (heavy-tailed)
-    max_docs_per_person: int = 400
-    min_docs_per_person: int = 2
+    ``seed`` fixes the people, their biographies and the train/val split; it is separate from the
+    training seed (``--seed``), so runs with several training seeds share one world. Tier ``i`` has
+    ``tier_people[i]`` people with biography counts falling geometrically from ``tier_max_docs[i]``
+    to ``tier_min_docs[i]``, most exposed tier first. Each biography holds ``remarks_per_doc``
+    non-fact remarks; later fact sentences repeat the full name with probability ``name_repeat``.
+    """
+
+    seed: int = 0
+    tiers: tuple[str, ...] = ("famous", "known", "rare", "obscure")
+    tier_people: tuple[int, ...] = (12, 48, 240, 1600)
+    tier_max_docs: tuple[int, ...] = (600, 150, 30, 2)
+    tier_min_docs: tuple[int, ...] = (300, 60, 8, 1)
+    remarks_per_doc: int = 4
+    name_repeat: float = 0.25
+
+    @property
+    def n_people(self) -> int:
+        return sum(self.tier_people)
 
 
 @dataclass(frozen=True)
@@ -140,7 +154,13 @@ class Profile:
         if self.data.seq_len < 8 or self.data.vocab_size < 300:
             raise ConfigError("data.seq_len must be >= 8 and data.vocab_size >= 300")
         if self.world.n_people < 2:
-            raise ConfigError("world.n_people must be >= 2")
+            raise ConfigError(f"the world needs at least 2 people (sum of world.tier_people), got {self.world.n_people}")
+        try:
+            from lacy.data.synthbio import ExposureLaw
+
+            ExposureLaw.from_config(self.world)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _coerce(value: Any, like: Any, key: str) -> Any:
@@ -198,7 +218,7 @@ def valid_keys() -> list[str]:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        world=WorldConfig(n_people=60, max_docs_per_person=20),
+        world=WorldConfig(tier_people=(3, 6, 12, 30), tier_max_docs=(20, 10, 4, 2), tier_min_docs=(12, 5, 2, 1)),
         data=DataConfig(vocab_size=512, seq_len=64, vitalwiki_max_docs=120),
         model=ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64),
         train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
@@ -209,7 +229,8 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(name="cpu"),
     "gpu": Profile(
         name="gpu",
-        world=WorldConfig(n_people=50_000, max_docs_per_person=1000),
+        # not piloted: the cpu law scaled to a 50K-person world
+        world=WorldConfig(tier_people=(200, 2000, 10_000, 38_000), tier_max_docs=(1000, 300, 40, 2), tier_min_docs=(400, 60, 8, 1)),
         data=DataConfig(vocab_size=8192, seq_len=512, annotate_processes=4),
         model=ModelConfig(d_model=768, n_layer=12, n_head=12, d_ff=3072),
         train=TrainConfig(batch_size=64, max_steps=20_000, lr=6e-4, warmup_steps=500, precision="bf16-mixed",

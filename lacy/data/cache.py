@@ -113,7 +113,7 @@ def load_documents(corpus: str, profile: Profile, seed: int) -> tuple[list[Docum
     if corpus == "synthbio":
         from lacy.data.synthbio import World
 
-        world = World.from_config(profile.world, seed=seed)
+        world = World.from_config(profile.world)
         return world.documents(val_fraction=profile.data.val_fraction), world
     from lacy.data import vitalwiki
 
@@ -134,7 +134,9 @@ def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "corpus": corpus,
-        "seed": seed,
+        # synthbio: world.seed alone fixes the corpus and its split, so training seeds share one cache;
+        # vitalwiki: the seed draws the train/val split
+        "seed": None if corpus == "synthbio" else seed,
         "world": asdict(profile.world) if corpus == "synthbio" else None,
         "data": data,
         "annotator": {"rules": FactRules().to_dict(), "model": model, "spacy": spacy.__version__,
@@ -223,7 +225,8 @@ def build_cache(corpus: str, profile: Profile, seed: int = 0, root: str | Path |
         summary = {
             "corpus": corpus,
             "profile": profile.name,
-            "seed": seed,
+            "seed": config["seed"],
+            "world_seed": profile.world.seed if corpus == "synthbio" else None,
             "documents": len(docs),
             "tokens": totals["tokens"],
             "vocab_size": len(tokenizer),

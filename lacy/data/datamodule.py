@@ -153,7 +153,7 @@ class LacyDataModule(L.LightningDataModule):
         if self.corpus == "synthbio" and self._world is None:
             from lacy.data.synthbio import World
 
-            self._world = World.from_config(self.profile.world, seed=self.seed)
+            self._world = World.from_config(self.profile.world)
         return self._world
 
     def documents(self, split: str | None = None):
