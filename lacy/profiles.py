@@ -38,6 +38,18 @@ class WorldConfig:
     ``tier_people[i]`` people with biography counts falling geometrically from ``tier_max_docs[i]``
     to ``tier_min_docs[i]``, most exposed tier first. Each biography holds ``remarks_per_doc``
     non-fact remarks; later fact sentences repeat the full name with probability ``name_repeat``.
+
+    Fact density (the paper reports facts ≈ 25% of tokens and ``<CALL>`` targets ≈ 15%), measured on
+    400 biographies of the cpu world with its tokenizer and the spaCy proxy: 3 remarks and no name
+    repetition give gold facts 23.0% of tokens, proxy-flagged 28.2% (precision 0.81; the rest are
+    the names of the opening sentences), so LaCy's ``call_fraction=0.6`` targets ≈ 16.9% of tokens.
+    (4 remarks: 20.6% / 25.2% / 15.1%; 4 remarks with ``name_repeat=0.25``: 19.9% / 29.6% / 17.7%.)
+
+    Exposure tiers of ``cpu`` (about 1.05M tokens, so 500 steps x 32 x 128 tokens see the corpus
+    about twice): famous 12 people x 600..300 biographies, known 48 x 150..60, rare 240 x 30..8,
+    obscure 1600 x 2..1, sized from the capacity results (≈ 2 bits/parameter at ~1,000 exposures,
+    ≈ 1 bit at ~100) for the 0.64M-parameter SLM. The pilot that was to confirm the boundary did not
+    finish on the shared machine; check with ``lacy knowledge`` on a ``standard`` cpu run.
     """
 
     seed: int = 0
@@ -45,8 +57,8 @@ class WorldConfig:
     tier_people: tuple[int, ...] = (12, 48, 240, 1600)
     tier_max_docs: tuple[int, ...] = (600, 150, 30, 2)
     tier_min_docs: tuple[int, ...] = (300, 60, 8, 1)
-    remarks_per_doc: int = 4
-    name_repeat: float = 0.25
+    remarks_per_doc: int = 3
+    name_repeat: float = 0.0
 
     @property
     def n_people(self) -> int:

@@ -198,7 +198,7 @@ class World:
     # -- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def generate(cls, exposure: ExposureLaw, seed: int = 0, remarks_per_doc: int = 4, name_repeat: float = 0.25) -> "World":
+    def generate(cls, exposure: ExposureLaw, seed: int = 0, remarks_per_doc: int = 3, name_repeat: float = 0.0) -> "World":
         """Draw ``exposure.n_people`` people with unique names and uniform random attributes.
 
         Person ``pid`` gets the tier and biography count of position ``pid`` in ``exposure.assign()``.
