@@ -127,7 +127,9 @@ class ExposureLaw:
     """Biographies per person from named tiers, most exposed first (a discrete, heavy-tailed law).
 
     Within a tier, counts fall geometrically from the tier's ``max_docs`` to its ``min_docs``, so the
-    knowledge curve (recall against exposures) is sampled densely, not at a few points only.
+    knowledge curve (recall against exposures) is sampled densely, not at a few points only. The tiers
+    of the ``cpu`` profile and the measurements behind them are documented on
+    ``lacy.profiles.WorldConfig``.
     """
 
     tiers: tuple[Tier, ...]
@@ -176,7 +178,7 @@ class World:
     _GRAMMAR_CACHE_SIZE = 4096
 
     def __init__(self, people: Sequence[Person], seed: int = 0, exposure: ExposureLaw | None = None,
-                 remarks_per_doc: int = 0, name_repeat: float = 0.5) -> None:
+                 remarks_per_doc: int = 3, name_repeat: float = 0.0) -> None:
         if not 0 <= remarks_per_doc <= len(REMARK_TOPICS):
             raise ValueError(f"remarks_per_doc must be in 0..{len(REMARK_TOPICS)} (one per topic), got {remarks_per_doc}")
         if not 0.0 <= name_repeat <= 1.0:
