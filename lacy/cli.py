@@ -1,4 +1,4 @@
-"""The ``lacy`` command line: ``lacy data | train | generate | evaluate | sweep | compare | serve | bench | plan``.
+"""The ``lacy`` command line: ``lacy data | train | knowledge | generate | evaluate | sweep | compare | serve | bench | plan``.
 
 Every command validates its choices, numbers and outputs up front and fails with the list of valid
 values; results are printed (and written with ``--out``) as JSON or CSV so scripts and the book can
@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: model/, metrics.csv, summary.json")
     p.add_argument("--reference", default=None, help="reference model folder for --method rho/judge (default: a cached standard run)")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("knowledge", help="recall of the SLM alone per exposure tier (synthbio knowledge curve, JSON)")
+    _common(p)
+    p.add_argument("--model", required=True, help="a folder written by `lacy train` (…/model) or save_pretrained")
+    p.add_argument("--per-tier", type=int, default=0, help="people per tier, a sample drawn with --seed (default 0: everyone)")
+    p.add_argument("--out", default=None, help="also write the JSON here, and the per-fact table beside it (OUT with suffix .facts.csv)")
 
     p = sub.add_parser("generate", help="generate with the SLM in cascade with a helper")
     _common(p)
@@ -263,6 +269,20 @@ def run(args: argparse.Namespace) -> Any:
             summary = train(args.corpus, args.method, profile, args.seed, Path(args.out), cache_root=args.cache,
                             reference=Path(args.reference) if args.reference else None, progress=not args.no_progress)
         _print_json(summary)
+        return summary
+
+    if cmd == "knowledge":
+        if args.corpus != "synthbio":
+            raise ConfigError(f"lacy knowledge needs --corpus synthbio (a world with a knowledge base), got {args.corpus!r}")
+        from lacy.evaluate.knowledge import knowledge
+
+        frame, summary = knowledge(args.model, profile, per_tier=args.per_tier, seed=args.seed)
+        if args.out:
+            from lacy.io import atomic_write
+
+            with atomic_write(Path(args.out).with_suffix(".facts.csv")) as fh:
+                frame.to_csv(fh, index=False)
+        _print_json(summary, args.out)
         return summary
 
     _check("policy", args.policy, POLICIES)

@@ -117,9 +117,7 @@ def synthbio_tokens(profile: Profile) -> float:
     """Corpus tokens of the synthbio world: biographies from the exposure law x tokens per biography."""
     from lacy.data.synthbio import ExposureLaw
 
-    w = profile.world
-    law = ExposureLaw(w.zipf_exponent, w.max_docs_per_person, w.min_docs_per_person)
-    return sum(law.n_docs(rank) for rank in range(1, w.n_people + 1)) * SYNTHBIO_TOKENS_PER_DOC
+    return sum(n_docs for _, n_docs in ExposureLaw.from_config(profile.world).assign()) * SYNTHBIO_TOKENS_PER_DOC
 
 
 def vitalwiki_tokens(profile: Profile) -> float:

@@ -233,3 +233,27 @@ def signal_pr(curves, base_rates: dict[str, float]) -> Figure:
     ``base_rates[target]`` (the precision of chance) is drawn as a horizontal line."""
     return _signal_panels(curves, "recall", "precision", "Precision-recall", "recall (fraction)", "precision (fraction)",
                           lambda ax, target: ax.axhline(base_rates[target], color="0.6", linewidth=0.8, label="chance"), "steps-pre")
+
+
+# --- knowledge curve (synthbio) ---------------------------------------------------------------------
+
+
+def knowledge_curve(frame) -> Figure:
+    """Recall of the SLM alone per attribute against training exposures (log axis; 0 kept, linear below 1).
+
+    ``frame`` is :func:`lacy.evaluate.knowledge.knowledge_frame`: facts are binned by exposures in powers
+    of two (0, 1, 2-3, 4-7, ...) and each bin is drawn at its median exposures; the black line pools
+    all attributes.
+    """
+    data = frame.assign(bin=np.floor(np.log2(frame["exposures"].clip(lower=0.5))).astype(int))
+    per_attribute = data.groupby(["attribute", "bin"], sort=False).agg(exposures=("exposures", "median"),
+                                                                        recall=("correct", "mean")).reset_index()
+    pooled = data.groupby("bin").agg(exposures=("exposures", "median"), recall=("correct", "mean")).reset_index()
+    fig, ax = new_figure()
+    sns.lineplot(data=per_attribute, x="exposures", y="recall", hue="attribute", marker="o", ax=ax, alpha=0.7)
+    ax.plot(pooled["exposures"], pooled["recall"], color="black", linewidth=2.5, marker="o", label="all attributes")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize="small")
+    return finish(ax, "What the SLM alone knows: exact recall against exposure",
+                  "training biographies of the person (count, log scale)", "recall (share of facts stated exactly)")

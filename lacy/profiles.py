@@ -34,12 +34,38 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) ->
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """The synthetic biography world (``lacy.data.synthbio``)."""
+    """The synthetic biography world (``lacy.data.synthbio``): its seed, exposure tiers and text density.
 
-    n_people: int = 2000
-    zipf_exponent: float = 0.7  # biographies per person ~ max_docs * rank**-zipf_exponent (heavy-tailed)
-    max_docs_per_person: int = 400
-    min_docs_per_person: int = 2
+    ``seed`` fixes the people, their biographies and the train/val split; it is separate from the
+    training seed (``--seed``), so runs with several training seeds share one world. Tier ``i`` has
+    ``tier_people[i]`` people with biography counts falling geometrically from ``tier_max_docs[i]``
+    to ``tier_min_docs[i]``, most exposed tier first. Each biography holds ``remarks_per_doc``
+    non-fact remarks; later fact sentences repeat the full name with probability ``name_repeat``.
+
+    Fact density (the paper reports facts ≈ 25% of tokens and ``<CALL>`` targets ≈ 15%), measured on
+    400 biographies of the cpu world with its tokenizer and the spaCy proxy: 3 remarks and no name
+    repetition give gold facts 23.0% of tokens, proxy-flagged 28.2% (precision 0.81; the rest are
+    the names of the opening sentences), so LaCy's ``call_fraction=0.6`` targets ≈ 16.9% of tokens.
+    (4 remarks: 20.6% / 25.2% / 15.1%; 4 remarks with ``name_repeat=0.25``: 19.9% / 29.6% / 17.7%.)
+
+    Exposure tiers of ``cpu`` (about 1.05M tokens, so 500 steps x 32 x 128 tokens see the corpus
+    about twice): famous 12 people x 600..300 biographies, known 48 x 150..60, rare 240 x 30..8,
+    obscure 1600 x 2..1, sized from the capacity results (≈ 2 bits/parameter at ~1,000 exposures,
+    ≈ 1 bit at ~100) for the 0.64M-parameter SLM. The pilot that was to confirm the boundary did not
+    finish on the shared machine; check with ``lacy knowledge`` on a ``standard`` cpu run.
+    """
+
+    seed: int = 0
+    tiers: tuple[str, ...] = ("famous", "known", "rare", "obscure")
+    tier_people: tuple[int, ...] = (12, 48, 240, 1600)
+    tier_max_docs: tuple[int, ...] = (600, 150, 30, 2)
+    tier_min_docs: tuple[int, ...] = (300, 60, 8, 1)
+    remarks_per_doc: int = 3
+    name_repeat: float = 0.0
+
+    @property
+    def n_people(self) -> int:
+        return sum(self.tier_people)
 
 
 @dataclass(frozen=True)
@@ -146,9 +172,14 @@ class Profile:
                 raise ConfigError(f"{section}.devices is empty; pass a count (1), a list of ids (0,1) or auto")
         if not self.eval.sweep_rates:
             raise ConfigError("eval.sweep_rates is empty; give at least one call rate, e.g. --set eval.sweep_rates=0,0.5,1")
-        if self.world.min_docs_per_person > self.world.max_docs_per_person:
-            raise ConfigError(f"world.min_docs_per_person={self.world.min_docs_per_person} is above "
-                              f"world.max_docs_per_person={self.world.max_docs_per_person}")
+        if self.world.n_people < 2:
+            raise ConfigError(f"the world needs at least 2 people (sum of world.tier_people), got {self.world.n_people}")
+        try:
+            from lacy.data.synthbio import ExposureLaw
+
+            ExposureLaw.from_config(self.world)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _check_range(key: str, value: Any, low: float | None, high: float | None, low_open: bool) -> None:
@@ -165,8 +196,8 @@ RANGE_NOTES = {"max_new_tokens": " (0 for auto: 1.5x the longest training docume
 
 # (low, high, low is excluded) of every numeric setting; None: unbounded on that side.
 NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] = {
-    WorldConfig: {"n_people": (2, None, False), "zipf_exponent": (0, None, False),
-                  "max_docs_per_person": (1, None, False), "min_docs_per_person": (1, None, False)},
+    WorldConfig: {"seed": (0, None, False), "tier_people": (1, None, False), "tier_max_docs": (1, None, False),
+                  "tier_min_docs": (1, None, False), "remarks_per_doc": (0, None, False), "name_repeat": (0, 1, False)},
     DataConfig: {"vocab_size": (300, None, False), "seq_len": (8, None, False), "val_fraction": (0, 1, True),
                  "vitalwiki_max_docs": (0, None, False), "annotate_processes": (1, None, False),
                  "annotate_batch_size": (1, None, False)},
@@ -177,7 +208,7 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
                   "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "val_every": (1, None, False),
                   "val_batches": (1, None, False), "log_every": (1, None, False), "ckpt_every": (1, None, False),
                   "num_nodes": (1, None, False), "num_workers": (0, None, False)},
-    EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False),  # 0 = auto (1.5x the longest document) "budget": (0, 1, False),
+    EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False), "budget": (0, 1, False),
                  "sweep_rates": (0, 1, False), "gamma": (0, None, False), "calibration_docs": (1, None, False)},
 }
 
@@ -237,7 +268,7 @@ def valid_keys() -> list[str]:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        world=WorldConfig(n_people=60, max_docs_per_person=20),
+        world=WorldConfig(tier_people=(3, 6, 12, 30), tier_max_docs=(20, 10, 4, 2), tier_min_docs=(12, 5, 2, 1)),
         data=DataConfig(vocab_size=512, seq_len=64, vitalwiki_max_docs=120),
         model=ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64),
         train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
@@ -250,7 +281,7 @@ PROFILES: dict[str, Profile] = {
     # hour and the book within four (`lacy plan --profile colab` computes it from FLOPs).
     "colab": Profile(
         name="colab",
-        world=WorldConfig(n_people=10_000, max_docs_per_person=1000),
+        world=WorldConfig(tier_people=(50, 500, 2500, 6950), tier_max_docs=(1000, 300, 40, 2), tier_min_docs=(400, 60, 8, 1)),
         data=DataConfig(vocab_size=4096, seq_len=256, annotate_processes=2),
         model=ModelConfig(d_model=384, n_layer=6, n_head=6, d_ff=1536),
         train=TrainConfig(batch_size=32, max_steps=4000, lr=1e-3, warmup_steps=200, val_every=500, ckpt_every=500,
@@ -265,7 +296,8 @@ PROFILES: dict[str, Profile] = {
     # the paper: ~16 epochs of ~3B tokens).
     "gpu": Profile(
         name="gpu",
-        world=WorldConfig(n_people=200_000, zipf_exponent=0.6, max_docs_per_person=2000),
+        # not piloted: the cpu law scaled to a 200K-person world (about 16 epochs of 1.07B tokens)
+        world=WorldConfig(tier_people=(200, 2000, 10_000, 187_800), tier_max_docs=(1000, 300, 40, 2), tier_min_docs=(400, 60, 8, 1)),
         data=DataConfig(vocab_size=8192, seq_len=1024, annotate_processes=8),
         model=ModelConfig(d_model=768, n_layer=12, n_head=12, d_ff=3072),
         train=TrainConfig(batch_size=128, max_steps=8200, lr=6e-4, warmup_steps=500,

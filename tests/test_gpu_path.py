@@ -30,7 +30,7 @@ CPU_PRECISION = {"bf16-mixed": "bf16-mixed", "16-mixed": "bf16-mixed"}
 
 def shrink(profile: str) -> list[str]:
     """``--set`` overrides that keep ``profile``'s code path (workers, processes, precision) at seconds of work."""
-    sets = {"world.n_people": 60, "world.max_docs_per_person": 20, "data.vocab_size": 512, "data.seq_len": 64,
+    sets = {"world.tier_people": "3,6,12,30", "world.tier_max_docs": "20,10,4,2", "world.tier_min_docs": "12,5,2,1", "data.vocab_size": 512, "data.seq_len": 64,
             "data.annotate_processes": 2, "eval.n_subjects": 4, "eval.max_new_tokens": 8, "eval.calibration_docs": 4,
             "eval.sweep_rates": "0,0.5,1", "train.precision": CARD_PRECISION[profile],
             "helper_train.precision": CARD_PRECISION[profile]}

@@ -79,9 +79,16 @@ def test_wrong_predictions_are_judged_by_the_grammar(smoke_datamodule):
     frame = token_signal_frame(_constant(batches, len(tok), at), tok, batches, world=world)
     assert frame["mismatch"].all() and frame["unacceptable"].all()
     assert (frame["predicted"] == "@").all()
-    # end-of-text is acceptable only after a complete biography, never before a content token
+    # end-of-text is acceptable exactly at sentence ends once all six facts are stated (remarks are optional)
     frame = token_signal_frame(_constant(batches, len(tok), tok.eos_token_id), tok, batches, world=world)
-    assert frame["unacceptable"].all()
+    docs = {d.doc_id: d for d in world.documents()}
+    for doc_id, rows in frame.groupby("doc_id", sort=False):
+        text, facts = "", docs[doc_id].facts
+        for token, unacceptable in zip(rows["token"], rows["unacceptable"]):
+            may_end = text.endswith(".") and all(f.end <= len(text) for f in facts)
+            assert unacceptable == (not may_end)
+            text += token
+    assert frame["unacceptable"].mean() > 0.9
 
     # the oracle shifted by one word: predicting " was" is acceptable exactly where the grammar allows it
     was = tok(" was", add_special_tokens=False)["input_ids"]

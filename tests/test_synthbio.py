@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -25,21 +26,45 @@ from lacy.data.synthbio import (
     WORD_RE,
     WORK_CUES,
     ExposureLaw,
+    REMARKS,
+    Tier,
     World,
 )
+from lacy.data.synthbio_grammar import REMARK_TOPICS
 from lacy.profiles import get_profile
 
 HYPOTHESIS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@lru_cache(maxsize=None)
-def world(n_people: int = 200, seed: int = 0) -> World:
-    return World.generate(n_people, seed=seed, max_docs_per_person=40)
+LAW = ExposureLaw((Tier("famous", 4, 40, 20), Tier("known", 16, 15, 5), Tier("rare", 60, 4, 2), Tier("obscure", 120, 1, 1)))
+SMALL_LAW = ExposureLaw((Tier("famous", 5, 15, 10), Tier("obscure", 75, 2, 1)))
 
 
 @lru_cache(maxsize=None)
-def docs(n_people: int = 200, seed: int = 0) -> tuple[Document, ...]:
-    return tuple(world(n_people, seed).documents())
+def world(seed: int = 0, remarks_per_doc: int = 4) -> World:
+    return World.generate(LAW, seed=seed, remarks_per_doc=remarks_per_doc)
+
+
+@lru_cache(maxsize=None)
+def docs(seed: int = 0, remarks_per_doc: int = 4) -> tuple[Document, ...]:
+    return tuple(world(seed, remarks_per_doc).documents())
+
+
+def remark_sentences(text: str, person) -> list[str]:
+    """The sentences of a biography that state no fact of ``person`` (without their period)."""
+    return [s for s in text[:-1].split(". ") if not any(person.value(a) in s for a in ATTRIBUTES)]
+
+
+def remark_topic(sentence: str) -> str | None:
+    """The remark topic whose template and free word make ``sentence``, else None."""
+    for topic, (templates, choices) in REMARKS.items():
+        for template in templates:
+            pattern = re.escape(template[:-1]).replace(re.escape("{subject}'s"), "(?:Her|His|her|his)")
+            pattern = pattern.replace(re.escape("{subject}"), "(?:She|He|she|he)").replace(re.escape("{choice}"), r"(\w+)")
+            match = re.fullmatch(pattern, sentence)
+            if match and match.group(1) in choices:
+                return topic
+    return None
 
 
 def corpus_digest(documents) -> str:
@@ -132,9 +157,9 @@ def test_people_are_well_formed():
 
 
 def test_same_seed_same_corpus_different_seed_different_corpus():
-    a = World.generate(80, seed=5, max_docs_per_person=15).documents()
-    b = World.generate(80, seed=5, max_docs_per_person=15).documents()
-    c = World.generate(80, seed=6, max_docs_per_person=15).documents()
+    a = World.generate(SMALL_LAW, seed=5).documents()
+    b = World.generate(SMALL_LAW, seed=5).documents()
+    c = World.generate(SMALL_LAW, seed=6).documents()
     assert corpus_digest(a) == corpus_digest(b)
     assert [d.text for d in a] != [d.text for d in c]
 
@@ -142,29 +167,46 @@ def test_same_seed_same_corpus_different_seed_different_corpus():
 def test_corpus_is_identical_in_a_fresh_process_and_imports_no_torch():
     """Byte-identical across processes (no dependence on hash randomisation); no torch import."""
     code = (
-        "import sys; from lacy.data.synthbio import World; from tests.test_synthbio import corpus_digest;"
-        "print(corpus_digest(World.generate(80, seed=5, max_docs_per_person=15).documents()));"
+        "import sys; from lacy.data.synthbio import World; from tests.test_synthbio import SMALL_LAW, corpus_digest;"
+        "print(corpus_digest(World.generate(SMALL_LAW, seed=5).documents()));"
         "print('torch' in sys.modules)"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=root)
     out = out.stdout.split()
-    assert out == [corpus_digest(World.generate(80, seed=5, max_docs_per_person=15).documents()), "False"]
+    assert out == [corpus_digest(World.generate(SMALL_LAW, seed=5).documents()), "False"]
 
 
-def test_from_config_matches_generate():
-    cfg = get_profile("smoke").world
-    from_config = World.from_config(cfg, seed=3)
-    generated = World.generate(cfg.n_people, 3, cfg.zipf_exponent, cfg.max_docs_per_person, cfg.min_docs_per_person)
+def test_from_config_matches_generate_and_uses_the_world_seed():
+    cfg = replace(get_profile("smoke").world, seed=3)
+    from_config = World.from_config(cfg)
+    generated = World.generate(ExposureLaw.from_config(cfg), 3, cfg.remarks_per_doc, cfg.name_repeat)
     assert corpus_digest(from_config.documents()) == corpus_digest(generated.documents())
+    assert from_config.seed == 3 and from_config.tiers == list(cfg.tiers)
+
+
+def test_the_data_cache_keys_on_the_world_seed_not_the_training_seed():
+    from lacy.data.cache import cache_config, content_key
+
+    smoke = get_profile("smoke")
+    other_world = get_profile("smoke", {"world.seed": "1"})
+    assert content_key(cache_config("synthbio", smoke, 0)) == content_key(cache_config("synthbio", smoke, 7))
+    assert content_key(cache_config("synthbio", smoke, 0)) != content_key(cache_config("synthbio", other_world, 0))
+    assert content_key(cache_config("vitalwiki", smoke, 0)) != content_key(cache_config("vitalwiki", smoke, 7))
 
 
 def test_generation_errors_are_clear():
     with pytest.raises(ValueError, match="n_people must be between 1 and"):
-        World.generate(10**7)
+        World.generate(ExposureLaw((Tier("everyone", 10**7, 1, 1),)))
     with pytest.raises(ValueError, match="min_docs <= max_docs"):
-        World.generate(10, min_docs_per_person=5, max_docs_per_person=2)
+        Tier("broken", 10, 2, 5)
+    with pytest.raises(ValueError, match="most exposed first"):
+        ExposureLaw((Tier("rare", 10, 2, 1), Tier("famous", 2, 50, 20)))
+    with pytest.raises(ValueError, match="distinct tier names"):
+        ExposureLaw((Tier("a", 1, 5, 5), Tier("a", 1, 2, 2)))
+    with pytest.raises(ValueError, match="remarks_per_doc must be in 0..5"):
+        World.generate(SMALL_LAW, remarks_per_doc=6)
     with pytest.raises(ValueError, match="val_fraction"):
         world().documents(val_fraction=1.5)
     twin = replace(world().people[1], pid=99, first_name=world().people[0].first_name,
@@ -186,9 +228,14 @@ def test_documents_gold_spans_and_structure():
         for f in d.facts:
             assert d.text[f.start : f.end] == person.value(f.attribute)
         sentences = d.text.split(". ")
-        assert len(sentences) == len(ATTRIBUTES) and d.text.endswith(".")
+        assert len(sentences) == len(ATTRIBUTES) + 4 and d.text.endswith(".")
         assert person.full_name in sentences[0]  # the first sentence names the person in full
         assert "  " not in d.text
+        assert [f.start for f in d.facts] == sorted(f.start for f in d.facts)
+        # remarks: one free word each, never the name, nothing a fact proxy could flag
+        remarks = remark_sentences(d.text, person)
+        assert len(remarks) == 4 and not any(person.last_name in r for r in remarks)
+        assert all(r[1:] == r[1:].lower() and not any(c.isdigit() for c in r) for r in remarks)
     # different biographies of the same person paraphrase the same facts
     by_subject = {}
     for d in documents:
@@ -205,16 +252,23 @@ def test_validation_split_is_seeded_and_sized():
     assert all(d.split == "train" for d in world().documents(val_fraction=0.0))
 
 
-def test_exposure_is_heavy_tailed():
-    w = World.generate(2000, seed=0)
+def test_exposure_tiers():
+    w = world()
     counts = np.array([p.n_docs for p in w.people])
-    law = ExposureLaw(1.3, 200, 1)
-    assert counts.tolist() == [law.n_docs(r) for r in range(1, 2001)]
+    assert [(p.tier, p.n_docs) for p in w.people] == LAW.assign()
     assert np.all(np.diff(counts) <= 0)  # people are listed in order of fame
-    assert counts.max() == 200 and counts.min() == 1
-    top_share = np.sort(counts)[::-1][:20].sum() / counts.sum()  # top 1% of people
-    assert top_share > 0.1  # ten times their share of the population
-    assert np.median(counts) <= 2
+    assert w.tiers == ["famous", "known", "rare", "obscure"]
+    for tier in LAW.tiers:  # each tier falls geometrically from its max_docs to its min_docs
+        people = w.tier(tier.name)
+        assert len(people) == tier.n_people
+        assert (people[0].n_docs, people[-1].n_docs) == (tier.max_docs, tier.min_docs)
+    assert [p.n_docs for p in w.tier("known")][7] == round(15 * (5 / 15) ** (7 / 15))
+    with pytest.raises(KeyError, match="tiers of this world: famous, known, rare, obscure"):
+        w.tier("legendary")
+    cpu = get_profile("cpu").world
+    assert ExposureLaw.from_config(cpu).n_people == cpu.n_people
+    with pytest.raises(ValueError, match="one entry per tier"):
+        ExposureLaw.from_config(replace(cpu, tier_people=(1, 2)))
 
 
 def test_card():
@@ -227,9 +281,14 @@ def test_card():
     assert card["docs_per_person"]["p100"] == counts.max()
     assert card["templates_per_attribute"] == {a: len(TEMPLATES[a]) for a in ATTRIBUTES}
     assert card["vocabulary_sizes"]["birth_city"] == len(vocab.TOWNS)
-    assert card["exposure"]["zipf_exponent"] == 1.3 and card["exposure"]["max_docs"] == 40
+    assert card["exposure"]["tiers"]["famous"] == {"n_people": 4, "max_docs": 40, "min_docs": 20,
+                                                   "median_docs": np.median([p.n_docs for p in w.tier("famous")]),
+                                                   "documents": sum(p.n_docs for p in w.tier("famous")),
+                                                   "share_of_documents": sum(p.n_docs for p in w.tier("famous")) / len(docs())}
+    assert card["remarks"]["per_document"] == 4 and set(card["remarks"]["topics"]) == set(REMARKS)
     md = w.card_markdown()
     assert md.startswith("# synthbio dataset card") and f"| major | {len(vocab.MAJORS)} | 6 |" in md
+    assert "| famous | 4 | 40..20 |" in md
 
 
 # --- acceptability ------------------------------------------------------------------------------
@@ -241,7 +300,16 @@ def test_every_prefix_of_a_real_biography_is_valid(index):
     d = docs()[index % len(docs())]
     w = world()
     assert all(w.is_valid_prefix(d.subject, d.text[:k]) for k in range(len(d.text) + 1))
-    assert not w.is_valid_prefix(d.subject, d.text + " ")  # a biography ends after its sixth sentence
+    # after the facts, only a remark of an unused topic may follow; nothing is ever stated twice
+    first = d.text.split(". ")[0] + "."
+    assert not w.is_valid_prefix(d.subject, d.text + " " + first)
+    person = w.person(d.subject)
+    used = {remark_topic(r) for r in remark_sentences(d.text, person)}
+    assert len(used) == 4 and None not in used
+    (unused,) = set(REMARK_TOPICS) - used
+    templates, choices = REMARKS[unused]
+    remark = templates[0].format(subject=person.pronoun, choice=choices[-1])
+    assert w.is_valid_prefix(d.subject, d.text + " " + remark)
 
 
 @HYPOTHESIS
@@ -271,7 +339,7 @@ def test_next_word_options():
             assert m.group() in options
             if i == 0 or words[i - 1].group() == ".":  # sentence starts: other facts, other subject forms
                 assert len(options) >= 2
-        assert w.next_word_options(d.subject, d.text) == {""}
+        assert "" in w.next_word_options(d.subject, d.text)  # it may end, or add its unused remark
         assert w.next_word_options(d.subject, d.text[: words[1].start() - 1] + "x") == set()
     person = w.people[0]
     opening = w.next_word_options(person.full_name, "")
@@ -310,8 +378,11 @@ def test_forced_word_spans_refuse_foreign_text():
     foreign = replace(d, text=d.text.replace(d.subject, "Somebody Else", 1))
     with pytest.raises(ValueError, match="fits no template"):
         w.forced_word_spans(foreign)
-    with pytest.raises(ValueError, match="continues after all six facts"):
+    with pytest.raises(ValueError, match="fits no template"):  # a fact stated twice
         w.forced_word_spans(replace(d, text=d.text + " " + d.text))
+    full = docs(remarks_per_doc=5)[0]
+    with pytest.raises(ValueError, match="continues after every fact and remark"):
+        world(remarks_per_doc=5).forced_word_spans(replace(full, text=full.text + " " + full.text))
 
 
 # --- claims -------------------------------------------------------------------------------------

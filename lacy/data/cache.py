@@ -134,7 +134,9 @@ def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "corpus": corpus,
-        "seed": seed,
+        # synthbio: world.seed alone fixes the corpus and its split, so training seeds share one cache;
+        # vitalwiki: the seed draws the train/val split
+        "seed": seed if get_corpus(corpus).seed_draws_split else None,
         "world": get_corpus(corpus).world_config(profile),
         "data": data,
         "annotator": {"rules": FactRules().to_dict(), "model": model, "spacy": spacy.__version__,
@@ -270,7 +272,8 @@ def _build_cache_folder(corpus: str, profile: Profile, seed: int, config: dict[s
         summary = {
             "corpus": corpus,
             "profile": profile.name,
-            "seed": seed,
+            "seed": config["seed"],
+            "world_seed": profile.world.seed if corpus == "synthbio" else None,
             "documents": len(docs),
             "tokens": totals["tokens"],
             "vocab_size": len(tokenizer),

@@ -46,6 +46,9 @@ class Corpus:
     factscore: ClassVar[str]
     prompt_needs_nlp: ClassVar[bool]
     """Whether :meth:`subject_prompt` needs a spaCy pipeline (else ``nlp`` may be None)."""
+    seed_draws_split: ClassVar[bool]
+    """Whether the training seed draws the train/val split (vitalwiki); synthbio's split is fixed by
+    ``world.seed``, so runs with several training seeds share one corpus and one cache."""
 
     def world(self, profile: Profile, seed: int) -> World | None:
         return None
@@ -73,12 +76,13 @@ class Corpus:
 class SynthBio(Corpus):
     """The synthetic biography world (:mod:`lacy.data.synthbio`): exact judge and exact FactScore."""
 
-    name, judge, factscore, prompt_needs_nlp = "synthbio", "exact", "exact", False
+    name, judge, factscore, prompt_needs_nlp, seed_draws_split = "synthbio", "exact", "exact", False, False
 
     def world(self, profile: Profile, seed: int) -> World:
+        """The world of ``profile.world`` (its own ``world.seed``; the training ``seed`` does not change it)."""
         from lacy.data.synthbio import World
 
-        return World.from_config(profile.world, seed=seed)
+        return World.from_config(profile.world)
 
     def world_config(self, profile: Profile) -> dict[str, Any]:
         return asdict(profile.world)
@@ -110,7 +114,7 @@ class VitalWiki(Corpus):
     """Wikipedia lead sections (:mod:`lacy.data.vitalwiki`): a reference-model judge and FactScore
     against the article's own summary."""
 
-    name, judge, factscore, prompt_needs_nlp = "vitalwiki", "reference", "reference", True
+    name, judge, factscore, prompt_needs_nlp, seed_draws_split = "vitalwiki", "reference", "reference", True, True
 
     def documents(self, profile: Profile, seed: int, world: World | None = None) -> tuple[list[Document], None]:
         from lacy.data import vitalwiki
