@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", help=f"one of {', '.join(BENCHES)}")
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile setting, e.g. --set train.precision=32 (benches that take settings)")
     return parser
 
 
@@ -103,8 +105,15 @@ def run(args: argparse.Namespace) -> Any:
         _check("bench", args.which, BENCHES)
         _check("profile", args.profile, tuple(PROFILES))
         import importlib
+        import inspect
 
-        result = importlib.import_module(f"lacy.bench.{args.which}").run(profile=args.profile)
+        bench_run = importlib.import_module(f"lacy.bench.{args.which}").run
+        kwargs = {}
+        if args.overrides:
+            if "overrides" not in inspect.signature(bench_run).parameters:
+                raise ConfigError(f"lacy bench {args.which} takes no --set settings; run it without --set")
+            kwargs["overrides"] = parse_overrides(args.overrides)
+        result = bench_run(profile=args.profile, **kwargs)
         _print_json(result, args.out)
         return result
     if cmd == "serve":

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 CORPORA = ("synthbio", "vitalwiki")
 METHODS = ("standard", "lacy", "loss", "facts", "rho", "judge", "random", "ignore", "ignore_facts")
 ARCHITECTURES = ("llama", "gpt2")
+COMPILE_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,7 @@ class TrainConfig:
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto" (bf16 autocast where supported), "32", "bf16-mixed", "16-mixed"
+    compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long runs where a compiler exists)
     val_every: int = 100
     val_batches: int = 8
     log_every: int = 10
@@ -130,6 +132,8 @@ class Profile:
         check_choice("helper_model.arch", self.helper_model.arch, ARCHITECTURES)
         check_choice("train.granularity", self.train.granularity, ("batch", "sequence"))
         check_choice("train.precision", self.train.precision, ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
+        check_choice("train.compile", self.train.compile, COMPILE_MODES)
+        check_choice("helper_train.compile", self.helper_train.compile, COMPILE_MODES)
         for m in (self.model, self.helper_model):
             if m.d_model % m.n_head:
                 raise ConfigError(f"model d_model={m.d_model} must be divisible by n_head={m.n_head}")
