@@ -73,7 +73,7 @@ class TrainConfig:
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto" (bf16 autocast where supported), "32", "bf16-mixed", "16-mixed"
-    compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long runs where a compiler exists)
+    compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long GPU runs)
     val_every: int = 100
     val_batches: int = 8
     log_every: int = 10

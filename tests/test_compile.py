@@ -61,13 +61,13 @@ def test_compiled_loss_and_gradients_equal_eager(tmp_path):
     assert any((tmp_path / "inductor").rglob("*")), "Inductor wrote nothing to the lacy compile cache"
 
 
-def test_resolve_compile_auto_compiles_long_runs_only(monkeypatch):
+def test_resolve_compile_auto_compiles_long_gpu_runs_only(monkeypatch):
     monkeypatch.setattr(compile_mod, "has_cpp_compiler", lambda: True)
-    assert resolve_compile("auto", "cpu", AUTO_MIN_STEPS) and not resolve_compile("auto", "cpu", AUTO_MIN_STEPS - 1)
+    assert resolve_compile("auto", "gpu", AUTO_MIN_STEPS) and not resolve_compile("auto", "gpu", AUTO_MIN_STEPS - 1)
+    assert not resolve_compile("auto", "cpu", 10**6)  # eager on CPU unless asked for
     assert resolve_compile("on", "cpu", 1) and not resolve_compile("off", "gpu", 10**6)
     monkeypatch.setattr(compile_mod, "has_cpp_compiler", lambda: False)
-    assert not resolve_compile("auto", "cpu", 10**6)  # no C++ compiler: eager
-    assert resolve_compile("auto", "gpu", 10**6)  # the GPU backend needs none
+    assert resolve_compile("on", "gpu", 10)  # the GPU backend needs no C++ compiler
     with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
         resolve_compile("on", "cpu", 10)
 
