@@ -286,6 +286,13 @@ def test_ddp_spawn_on_two_cpu_processes_counts_each_token_once(smoke, cache_root
     load_model(tmp_path / "ddp" / "model")
 
 
+def test_bench_cli_refuses_settings_where_a_bench_takes_none(capsys):
+    from lacy.cli import main
+
+    assert main(["bench", "annotate", "--profile", "smoke", "--set", "train.precision=32"]) == 2
+    assert "takes no --set settings" in capsys.readouterr().err
+
+
 def test_bench_train_reports_rates_side_by_side():
     from lacy.bench.train import flops_per_token, run, targets
 
