@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
@@ -143,7 +144,9 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
         naive, n_naive = naive_step_fn(cfg, vocab_size, seq_len, prof.train.lr)
         variants = {"naive": naive}
         first_step: dict[str, float] = {}
-        with tempfile.TemporaryDirectory(prefix="lacy-bench-inductor-") as cache, temporary_cache_dir(cache):
+        with ExitStack() as stack:
+            if compile:  # an empty Inductor cache, so that the first compile is a cold one
+                stack.enter_context(temporary_cache_dir(stack.enter_context(tempfile.TemporaryDirectory(prefix="lacy-bench-inductor-"))))
             for method in ("lacy", "standard"):  # lacy compiles against the empty cache, standard finds it filled
                 variants[method], params = lacy_step_fn(method, cfg, vocab_size, seq_len, train_cfg, precision, compile)
                 first_step[method] = _timed(variants[method], batches[0])[0]
