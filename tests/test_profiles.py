@@ -46,3 +46,14 @@ def test_helper_profile_has_more_capacity_and_training(name):
     helper = profile.as_helper()
     assert helper.model.d_model * helper.model.n_layer > profile.model.d_model * profile.model.n_layer
     assert helper.train.max_steps >= profile.train.max_steps
+def test_annotate_processes_auto_or_a_positive_number(monkeypatch):
+    from lacy.profiles import MAX_AUTO_PROCESSES, resolve_processes
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert resolve_processes("auto") == MAX_AUTO_PROCESSES
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert get_profile("cpu").data.annotate_processes == "auto" and resolve_processes("auto") == 2
+    assert resolve_processes(get_profile("smoke", {"data.annotate_processes": "3"}).data.annotate_processes) == 3
+    for bad in ("0", "two", "1.5", "-1"):
+        with pytest.raises(ConfigError, match="data.annotate_processes must be 'auto' or a whole number"):
+            get_profile("smoke", {"data.annotate_processes": bad})

