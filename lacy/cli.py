@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from lacy.cascade.policies import POLICIES
+from lacy.cascade.specs import HELPER_SPECS
 from lacy.profiles import CORPORA, METHODS, PROFILES, ConfigError, get_profile, parse_overrides
 
 BENCHES = ("annotate", "train", "cascade", "remote")
-POLICIES = ("argmax", "threshold", "budget")
 
 
 def _print_json(obj: Any, out: str | None = None) -> None:
@@ -39,7 +40,7 @@ def _common(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 def _cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a folder written by `lacy train` (…/model) or save_pretrained")
-    p.add_argument("--helper", default="doc", help="doc | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
+    p.add_argument("--helper", default="doc", help=" | ".join(HELPER_SPECS))
     p.add_argument("--policy", default="budget", help=f"one of {', '.join(POLICIES)}")
     p.add_argument("--tau", type=float, default=None, help="threshold on P(<CALL>) for --policy threshold")
     p.add_argument("--budget", type=float, default=None, help="target call rate for --policy budget (default: profile eval.budget)")
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV file")
 
     p = sub.add_parser("serve", help="serve a helper over an OpenAI-compatible completions API")
-    p.add_argument("--helper", required=True, help="hf:PATH_OR_ID | smollm2")
+    p.add_argument("--helper", required=True, help=" | ".join(spec for spec in HELPER_SPECS if spec.startswith(("hf:", "smollm2"))))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key-env", default=None, help="name of an environment variable holding a bearer token")
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace) -> Any:
         return gen
     if cmd == "evaluate":
         result = evaluation.evaluate(args.model, args.corpus, profile, args.seed, helper=args.helper, policy=args.policy,
-                                     tau=args.tau, budget=args.budget, cache_root=args.cache)
+                                     tau=args.tau, budget=args.budget, cache_root=args.cache).summary()
         _print_json(result, args.out)
         return result
     if cmd == "sweep":

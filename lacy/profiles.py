@@ -90,6 +90,7 @@ class EvalConfig:
     sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.22, 0.4, 0.6, 0.8, 1.0)
     gamma: int = 10  # FActScore length penalty
     calibration_docs: int = 64
+    batch_size: int = 32  # prompts the cascade decodes together (greedy outputs do not depend on it)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class Profile:
             raise ConfigError(f"train.call_fraction must be in (0, 1], got {self.train.call_fraction}")
         if not 0.0 <= self.eval.budget <= 1.0:
             raise ConfigError(f"eval.budget must be in [0, 1], got {self.eval.budget}")
+        if self.eval.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1 (prompts decoded together), got {self.eval.batch_size}")
         if self.data.seq_len < 8 or self.data.vocab_size < 300:
             raise ConfigError("data.seq_len must be >= 8 and data.vocab_size >= 300")
         if self.world.n_people < 2:
@@ -202,7 +205,8 @@ PROFILES: dict[str, Profile] = {
         data=DataConfig(vocab_size=512, seq_len=64, vitalwiki_max_docs=120),
         model=ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64),
         train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
-        eval=EvalConfig(n_subjects=4, max_new_tokens=12, sweep_rates=(0.0, 0.5, 1.0), calibration_docs=4),
+        eval=EvalConfig(n_subjects=4, max_new_tokens=12, sweep_rates=(0.0, 0.5, 1.0), calibration_docs=4,
+                        batch_size=2),
         helper_model=ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64),
         helper_train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
     ),

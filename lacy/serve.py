@@ -309,11 +309,11 @@ def background_server(
 def serve(
     helper_spec: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, device: str = "cpu"
 ) -> None:
-    """Build the helper named by ``helper_spec`` (see ``lacy.cascade.helpers.build_helper``) and serve it.
+    """Build the helper named by ``helper_spec`` (see ``lacy.cascade.specs.build_helper``) and serve it.
 
     Binds to loopback by default; binding elsewhere without ``api_key`` logs a warning.
     """
-    from lacy.cascade.helpers import build_helper
+    from lacy.cascade.specs import build_helper
 
     if not _is_loopback(host) and api_key is None:
         logger.warning("serving on %s without an API key: anyone who can reach this address can use the helper", host)
