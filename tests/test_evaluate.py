@@ -183,7 +183,8 @@ def smoke_run(tmp_path_factory, smoke_profile, cache_root):
 
 
 def test_evaluate_returns_every_key_in_range(smoke_run, smoke_profile, cache_root):
-    summary, frame = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root, return_frame=True)
+    run = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root)
+    summary, frame = run.summary(), run.frame()
     assert EVALUATE_KEYS <= set(summary)
     assert summary["n_subjects"] == smoke_profile.eval.n_subjects == len(frame)
     assert summary["policy"] == "budget" and summary["budget"] == smoke_profile.eval.budget and summary["helper"] == "doc"
@@ -195,8 +196,20 @@ def test_evaluate_returns_every_key_in_range(smoke_run, smoke_profile, cache_roo
     assert summary["unresolved_calls"] == frame["unresolved_calls"].sum()
     assert (frame["marked"].str.replace("[[", "").str.replace("]]", "") == frame["text"]).all()
     assert json_safe(summary)
-    again = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root)
+    # One prompt at a time gives the same generations as the profile's batches.
+    one_by_one = smoke_profile.override({"eval.batch_size": 1})
+    again = evaluation.evaluate(smoke_run, "synthbio", one_by_one, 0, cache_root=cache_root).summary()
+    assert smoke_profile.eval.batch_size > 1
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def test_evaluate_accepts_a_built_helper(smoke_run, smoke_profile, cache_root):
+    ctx = evaluation.EvaluationContext.load(smoke_run, "synthbio", smoke_profile, 0, cache_root)
+    helper = ctx.helper("doc")
+    assert ctx.helper(helper) is helper
+    built = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, helper=helper, cache_root=cache_root).frame()
+    by_spec = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, helper="doc", cache_root=cache_root).frame()
+    pd.testing.assert_frame_equal(built.drop(columns="seconds"), by_spec.drop(columns="seconds"))
 
 
 def json_safe(obj) -> bool:
@@ -207,9 +220,9 @@ def json_safe(obj) -> bool:
 
 
 def test_evaluate_threshold_policy_endpoints(smoke_run, smoke_profile, cache_root):
-    never = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, policy="threshold", tau=math.inf, cache_root=cache_root)
+    never = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, policy="threshold", tau=math.inf, cache_root=cache_root).summary()
     assert never["call_rate"] == 0 and never["helper_tokens"] == 0 and never["tau"] == math.inf and never["budget"] is None
-    always = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, policy="threshold", tau=0.0, cache_root=cache_root)
+    always = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, policy="threshold", tau=0.0, cache_root=cache_root).summary()
     assert always["call_rate"] == 1.0 and always["slm_tokens"] <= always["unresolved_calls"]
 
 
@@ -221,7 +234,7 @@ def test_threshold_calibrated_from_budget(smoke_run, smoke_profile, cache_root, 
     val = {d.text for d in smoke_datamodule.documents("val")}
     assert len(texts) == min(smoke_profile.eval.calibration_docs, len(val)) and set(texts) <= val
     expected = evaluation.thresholds_for_rates(evaluation.calibration_probs(model, tokenizer, texts), [0.3])[0.3]
-    summary = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, policy="threshold", budget=0.3, cache_root=cache_root)
+    summary = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, policy="threshold", budget=0.3, cache_root=cache_root).summary()
     assert summary["tau"] == pytest.approx(expected) and summary["budget"] == 0.3
 
 
@@ -263,7 +276,8 @@ def test_leakage_probe_and_generations_on_smoke_model(smoke_run, smoke_profile, 
     assert set(frame["frequency"]) <= {"frequent", "rare"} and frame["subject"].notna().all()
     for key in ("fact_accuracy", "call_rate_on_facts", "call_rate_on_nonfacts"):
         assert 0.0 <= summary[key] <= 1.0
-    generated, frame = leakage_generations(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root, return_frame=True)
+    run = leakage_generations(smoke_run, "synthbio", smoke_profile, 0, cache_root=cache_root)
+    generated, frame = run.summary(), run.frame()
     assert generated["n_subjects"] == smoke_profile.eval.n_subjects == len(frame)
     assert (frame["n_calls"] == 0).all() and (frame["helper_tokens"] == 0).all()
     assert generated["fact_precision"] is None or 0.0 <= generated["fact_precision"] <= 1.0
