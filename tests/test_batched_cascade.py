@@ -64,7 +64,7 @@ def policy(name: str, calibration: np.ndarray):
 
 
 def decode(slm, tokenizer, helper, name, calibration, batch_size, handoff, prompts=PROMPTS, subjects=SUBJECTS, bias=None):
-    decoder = CascadeDecoder(slm, tokenizer, helper, policy(name, calibration), max_new_tokens=20, handoff=handoff,
+    decoder = CascadeDecoder(slm, tokenizer, helper, policy(name, calibration), max_new_tokens=14, handoff=handoff,
                              batch_size=batch_size, call_logit_bias=bias)
     return decoder.generate_many(prompts, subjects)
 
@@ -89,7 +89,7 @@ def test_batched_generations_equal_batch_of_one(slm, tokenizer, helpers, calibra
 
 def test_batched_cascade_matches_the_naive_loop(slm, tokenizer, helpers, calibration):
     batched = decode(slm, tokenizer, helpers["foreign"], "budget", calibration, len(PROMPTS), "word")
-    naive = [naive_generate(slm, tokenizer, helpers["foreign"], policy("budget", calibration), p, s, max_new_tokens=20)
+    naive = [naive_generate(slm, tokenizer, helpers["foreign"], policy("budget", calibration), p, s, max_new_tokens=14)
              for p, s in zip(PROMPTS, SUBJECTS)]
     assert outputs(batched) == outputs(naive)
 
@@ -125,3 +125,15 @@ def test_budget_policy_starts_every_generation_from_its_warm_state(calibration):
 def test_batch_size_must_be_positive(slm, tokenizer):
     with pytest.raises(ValueError, match="batch_size"):
         CascadeDecoder(slm, tokenizer, None, build_policy("argmax"), batch_size=0)
+
+
+def test_cascade_bench_reports_every_ratio():
+    from lacy.bench.cascade import TARGETS, run
+
+    result = run(profile="smoke", new_tokens=8, n_prompts=1, repeats=1, realistic=False)
+    sizes, batched = result["profile_sizes"], result["batched_profile_sizes"]
+    assert result["gemm_peak_flops"] > 0 and result["machine"]["dtype"] == "float32" and result["targets"] == TARGETS
+    assert sizes["size_ratio"] == pytest.approx(sizes["helper_parameters"] / sizes["slm_parameters"])
+    assert sizes["ratio_to_mixture_bound"] == pytest.approx(sizes["cascade_ms_per_token"] / sizes["mixture_bound_ms_per_token"])
+    assert sizes["mixture_bound_ms_per_token"] >= sizes["mixture_bound_without_handoff_ms_per_token"]
+    assert batched["identical_outputs"] and batched["batched_speedup"] > 0 and batched["batch_size"] == 32
