@@ -127,6 +127,7 @@ def test_batch_size_must_be_positive(slm, tokenizer):
         CascadeDecoder(slm, tokenizer, None, build_policy("argmax"), batch_size=0)
 
 
+@pytest.mark.slow
 def test_cascade_bench_reports_every_ratio():
     from lacy.bench.cascade import TARGETS, run
 
