@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from lacy.cascade.policies import POLICIES
+from lacy.cascade.specs import HELPER_SPECS
 from lacy.profiles import CORPORA, METHODS, PROFILES, ConfigError, get_profile, parse_overrides
 
 BENCHES = ("annotate", "train", "cascade", "remote")
-POLICIES = ("argmax", "threshold", "budget")
 
 
 def _print_json(obj: Any, out: str | None = None) -> None:
@@ -61,7 +62,7 @@ def _common(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 def _cascade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a folder written by `lacy train` (…/model) or save_pretrained")
-    p.add_argument("--helper", default="doc", help="doc (oracle: the gold subject's documents) | retrieval (BM25 over the corpus) | hf:PATH_OR_ID | smollm2 | http://HOST:PORT")
+    p.add_argument("--helper", default="doc", help=" | ".join(HELPER_SPECS) + " (doc is the oracle: handed the gold subject's documents)")
     p.add_argument("--policy", default=None, help=f"one of {', '.join(POLICIES)} (default budget; not for sweep)")
     p.add_argument("--tau", type=_number(float, 0, 1), default=None, help="threshold on P(<CALL>) for --policy threshold")
     p.add_argument("--budget", type=_number(float, 0, 1), default=None,
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="also write the JSON here")
 
     p = sub.add_parser("serve", help="serve a helper over an OpenAI-compatible completions API")
-    p.add_argument("--helper", required=True, help="hf:PATH_OR_ID | smollm2")
+    p.add_argument("--helper", required=True, help=" | ".join(spec for spec in HELPER_SPECS if spec.startswith(("hf:", "smollm2"))))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_number(int, 1, 65535), default=8000)
     p.add_argument("--api-key-env", default=None, help="name of an environment variable holding a bearer token")
@@ -312,7 +313,7 @@ def run(args: argparse.Namespace) -> Any:
         with contextlib.redirect_stdout(sys.stderr):
             result = evaluation.evaluate(args.model, args.corpus, profile, args.seed, helper=args.helper, policy=policy,
                                          tau=args.tau, budget=args.budget, cache_root=args.cache,
-                                         helper_fallback=args.helper_fallback)
+                                         helper_fallback=args.helper_fallback).summary()
         _print_json(result, args.out)
         return result
     if cmd == "sweep":

@@ -122,6 +122,7 @@ class EvalConfig:
     sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.22, 0.4, 0.6, 0.8, 1.0)
     gamma: int = 10  # FActScore length penalty
     calibration_docs: int = 64
+    batch_size: int = 32  # prompts the cascade decodes together (greedy outputs do not depend on it)
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
                   "val_batches": (1, None, False), "log_every": (1, None, False), "ckpt_every": (1, None, False),
                   "num_nodes": (1, None, False), "num_workers": (0, None, False)},
     EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False), "budget": (0, 1, False),
+                 "batch_size": (1, None, False),
                  "sweep_rates": (0, 1, False), "gamma": (0, None, False), "calibration_docs": (1, None, False)},
 }
 
@@ -296,7 +298,8 @@ PROFILES: dict[str, Profile] = {
         data=DataConfig(vocab_size=512, seq_len=64, vitalwiki_max_docs=120),
         model=ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64),
         train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
-        eval=EvalConfig(n_subjects=4, max_new_tokens=12, sweep_rates=(0.0, 0.5, 1.0), calibration_docs=4),
+        eval=EvalConfig(n_subjects=4, max_new_tokens=12, sweep_rates=(0.0, 0.5, 1.0), calibration_docs=4,
+                        batch_size=2),
         helper_model=ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64),
         helper_train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
     ),

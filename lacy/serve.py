@@ -370,11 +370,11 @@ def background_server(
 def serve(
     helper_spec: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, device: str = "cpu"
 ) -> None:
-    """Build the helper named by ``helper_spec`` (see ``lacy.cascade.helpers.build_helper``) and serve it.
+    """Build the helper named by ``helper_spec`` (see ``lacy.cascade.specs.build_helper``) and serve it.
 
     Binds to loopback by default; binding elsewhere without ``api_key`` logs a warning.
     """
-    from lacy.cascade.helpers import HELPER_SPECS, build_helper
+    from lacy.cascade.specs import HELPER_SPECS, build_helper
 
     if helper_spec == "doc" or helper_spec.startswith(("http://", "https://")):
         raise ValueError(f"--helper {helper_spec!r} cannot be served: the document helper needs a corpus's reference "

@@ -11,12 +11,12 @@ from transformers import PreTrainedTokenizerFast
 from lacy.cascade.helpers import (
     DocumentHelper,
     LMHelper,
-    build_helper,
     cut_at_word_boundary,
     encode_text,
     is_lacy_tokenizer,
     smollm2_helper,
 )
+from lacy.cascade.specs import build_helper
 from lacy.data.tokenizer import call_token_id, train_tokenizer
 from lacy.profiles import ModelConfig
 from lacy.train.model import build_slm

@@ -1,4 +1,4 @@
-"""Benchmark: lacy's cached cascade against the naive loop and the mixture bound (paper §5, inference).
+"""Benchmark: lacy's cached, batched cascade against the naive loop and the mixture bound (paper §5, inference).
 
 On the same prompts and models, in one process:
 
@@ -6,40 +6,55 @@ On the same prompts and models, in one process:
 * (b) lacy's cascade — the SLM's KV cache is extended with every hand-off, the helper's cache
   follows the text (longest common prefix);
 * t_SLM and t_helper — time per token of each model alone with a KV cache, decoding as it does in
-  the cascade (a bare loop: forward one token, pick the next), measured in the same run.
+  the cascade (a bare loop: forward one token, pick the next), measured in the same run;
+* (c) batched evaluation — ``BATCH_SIZE`` prompts decoded together (``eval.batch_size``) against
+  one at a time, with identical outputs checked.
 
-The models are random-initialised (speed does not depend on training): the SLM sized by the
-profile's ``model`` config and the bigger helper by ``helper_model``, sharing one tokenizer trained
+The models are random-initialised (speed does not depend on training), sharing one tokenizer trained
 on a few synthetic sentences, so each call hands off exactly one token and the call rate r is also
 the fraction of tokens the helper wrote. Calls follow the paper's budget policy at 22%, warmed up
 with the SLM's own P(``<CALL>``) on the prompts. (A fixed threshold cannot hold a rate here: the
-random helper's looping text drives the random SLM's P(``<CALL>``) up, from a few calls to all.) The ideal cascade costs (1 − r)·t_SLM + r·t_helper per token
-(the mixture bound). A real one sits above it: the SLM also encodes every helper token (one forward
-per token in all), and the helper encodes the SLM's tokens since its last call before answering.
+random helper's looping text drives the random SLM's P(``<CALL>``) up, from a few calls to all.)
+
+The mixture bound counts the work every cascade must do, at the measured single-token step times:
+one SLM step per decision (the forward that reads the previous token, a helper's included, and
+gives the next P(``<CALL>``)) and one helper step per helper token (the first of a call also reads
+the text written since the helper's last call): ``(decisions · t_SLM + helper tokens · t_helper) /
+tokens``, i.e. t_SLM + r · t_helper with one-token hand-offs. The bound without the hand-off work,
+(1 − r) · t_SLM + r · t_helper, is reported beside it.
+
+Two sizes: the profile's SLM and helper (``profile_sizes``), and a realistic ratio
+(``realistic_sizes``: both ≥ 5M parameters, helper ≈ 3.7× the SLM's parameters and FLOPs per token,
+as the paper's 334M SLM and 1.2B helper; 256 new tokens). ``machine`` lists what the numbers depend
+on; ``gemm_peak_flops`` is this machine's measured float32 GEMM peak.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from lacy.bench.peak import gemm_peak_flops, machine_features
 from lacy.cascade.decoder import CascadeDecoder, Generation, naive_generate
 from lacy.cascade.helpers import LMHelper, cache_argument, encode_text
 from lacy.cascade.policies import BudgetPolicy, ThresholdPolicy
 from lacy.data.tokenizer import train_tokenizer
-from lacy.profiles import get_profile
-from lacy.train.model import build_slm
+from lacy.profiles import ModelConfig, get_profile
+from lacy.train.model import build_slm, count_parameters
 
-TARGETS = {"speedup_vs_naive": 5, "ratio_to_mixture_bound": 1.15}
+TARGETS = {"batched_profile_sizes.batched_speedup": 5, "realistic_sizes.speedup_vs_naive": 3,
+           "realistic_sizes.ratio_to_mixture_bound": 1.25}
 CALL_RATE = 0.22
 # A greedy random SLM falls into loops ("ndndnd…") where P(<CALL>) repeats one value: ties that
 # float noise could break differently in the naive and the cached run. It samples instead (seeded).
 SLM_TEMPERATURE = 1.0
+REALISTIC_SLM = ModelConfig(d_model=256, n_layer=6, n_head=4, d_ff=1024)
+REALISTIC_HELPER = ModelConfig(d_model=512, n_layer=6, n_head=8, d_ff=2048)
+BATCH_SIZE = 32  # the cpu and gpu profiles' eval.batch_size
 
 _CITIES = ("Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Rome", "Vienna", "Prague")
 _FIELDS = ("physics", "history", "law", "music", "biology", "economics")
@@ -58,65 +73,71 @@ def ms_per_token(model: PreTrainedModel, prompt_ids: list[int], new_tokens: int,
     """Milliseconds per generated token of a bare cached decoding loop: forward one token, then argmax
     (``temperature=0``) or sample; the prompt's encoding is not timed."""
     cache_kwarg = cache_argument(model)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
         logits = model(input_ids=torch.tensor([prompt_ids], device=model.device), use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits
-        sync()
         started = time.perf_counter()
         for _ in range(new_tokens):
             if temperature > 0:
-                token = torch.multinomial(torch.softmax(logits[0, -1] / temperature, dim=-1), 1, generator=generator).view(1, 1)
+                probs = torch.softmax(logits[0, -1].float() / temperature, dim=-1).cpu()
+                token = torch.multinomial(probs, 1, generator=generator).view(1, 1).to(model.device)
             else:
                 token = logits[0, -1].argmax().view(1, 1)
             logits = model(input_ids=token, use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits
-        sync()
         return 1000 * (time.perf_counter() - started) / new_tokens
 
 
-def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats: int = 3, seed: int = 0,
-        device: str | None = None) -> dict:
-    """Throughput of the naive and the cached cascade, and the cached one against the mixture bound
-    (both models on ``device``: CUDA when available, else the CPU)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config = get_profile(profile)
-    tokenizer = train_tokenizer(synthetic_sentences(), config.data.vocab_size)
+def _models(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, max_positions: int, seed: int,
+            device: str = "cpu"):
+    ids = dict(vocab_size=len(tokenizer), max_positions=max_positions, pad_id=tokenizer.pad_token_id,
+               bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id)
+    slm = build_slm(slm_config, seed=seed, **ids).to(device).eval()
+    helper = LMHelper(build_slm(helper_config, seed=seed + 1, **ids), tokenizer, device=device, name="random-helper")
+    return slm, helper
+
+
+def _warmup(slm, tokenizer, prompts: list[str], options: dict) -> np.ndarray:
+    """The SLM's own P(<CALL>) on the prompts: the budget policy's warm start."""
+    alone = CascadeDecoder(slm, tokenizer, None, ThresholdPolicy(float("inf")), **options)
+    return np.concatenate([g.p_call for g in alone.generate_many(prompts)])
+
+
+def cascade_speed(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, *, new_tokens: int, n_prompts: int,
+                  repeats: int, seed: int = 0, device: str = "cpu") -> dict:
+    """Naive vs cached cascade (one prompt at a time) and the cached one against the mixture bound."""
     prompts = [f"Person {i} was born in" for i in range(n_prompts)]
-    ids = dict(vocab_size=len(tokenizer), max_positions=max(config.data.seq_len, 64 + 2 * new_tokens),
-               pad_id=tokenizer.pad_token_id, bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id)
-    slm = build_slm(config.model, seed=seed, **ids).to(device).eval()
-    helper = LMHelper(build_slm(config.helper_model, seed=seed + 1, **ids), tokenizer, device=device, name="random-helper")
+    slm, helper = _models(slm_config, helper_config, tokenizer, 64 + 2 * new_tokens, seed, device)
     options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
-
-    slm_alone = CascadeDecoder(slm, tokenizer, None, ThresholdPolicy(math.inf), **options)
-    warmup = np.concatenate([slm_alone.generate(p).p_call for p in prompts])
-
-    def measure(prompt: str) -> dict[str, float | Generation]:
-        """One prompt: both cascades (a fresh budget policy each, so they decide alike) and both models alone."""
-        cached = CascadeDecoder(slm, tokenizer, helper, BudgetPolicy(CALL_RATE, warmup), **options).generate(prompt)
+    warmup = _warmup(slm, tokenizer, prompts, options)
+    cached_decoder = CascadeDecoder(slm, tokenizer, helper, BudgetPolicy(CALL_RATE, warmup), **options)
+    best: dict[str, list[float]] = {key: [] for key in ("cached", "naive", "slm", "helper")}
+    generations: list[Generation] = []
+    for prompt in prompts:
         naive = naive_generate(slm, tokenizer, helper, BudgetPolicy(CALL_RATE, warmup), prompt, **options)
-        if naive.token_ids != cached.token_ids:
-            raise RuntimeError("the cached and the naive cascade generated different tokens; they must do the same work")
         prompt_ids = encode_text(tokenizer, prompt)
-        return {"generation": cached, "cached": cached.seconds, "naive": naive.seconds,
-                "slm": ms_per_token(slm, prompt_ids, new_tokens, SLM_TEMPERATURE, seed),
-                "helper": ms_per_token(helper.model, prompt_ids, new_tokens, 0.0)}
-
-    # Every measurement is repeated, interleaved with the others, and the best kept per prompt: on a
-    # shared machine the minimum is the least noisy estimate of the undisturbed time.
-    runs = [[measure(prompt) for prompt in prompts] for _ in range(repeats)]
-    best = {key: [min(run[i][key] for run in runs) for i in range(n_prompts)] for key in ("cached", "naive", "slm", "helper")}
-    generations = [m["generation"] for m in runs[0]]
+        # Repeated, interleaved, best kept: on a shared machine the minimum is the least disturbed time.
+        runs = [(cached_decoder.generate(prompt), ms_per_token(slm, prompt_ids, new_tokens, SLM_TEMPERATURE, seed),
+                 ms_per_token(helper.model, prompt_ids, new_tokens, 0.0)) for _ in range(repeats)]
+        if any(cached.token_ids != naive.token_ids for cached, _, _ in runs):
+            raise RuntimeError("the cached and the naive cascade generated different tokens; they must do the same work")
+        generations.append(runs[0][0])
+        best["naive"].append(naive.seconds)
+        best["cached"].append(min(cached.seconds for cached, _, _ in runs))
+        best["slm"].append(min(slm_ms for _, slm_ms, _ in runs))
+        best["helper"].append(min(helper_ms for _, _, helper_ms in runs))
     tokens = sum(len(g.token_ids) for g in generations)
-    call_rate = sum(g.n_calls for g in generations) / sum(len(g.p_call) for g in generations)
+    decisions = sum(len(g.p_call) for g in generations)
+    call_rate = sum(g.n_calls for g in generations) / decisions
     cached_s, naive_s = sum(best["cached"]), sum(best["naive"])
     slm_ms, helper_ms = float(np.mean(best["slm"])), float(np.mean(best["helper"]))
-    bound_ms = (1 - call_rate) * slm_ms + call_rate * helper_ms
+    bound_ms = (decisions * slm_ms + sum(g.helper_tokens for g in generations) * helper_ms) / tokens
     cached_ms = 1000 * cached_s / tokens
+    n_slm, n_helper = count_parameters(slm), count_parameters(helper.model)
     return {
-        "profile": profile,
-        "device": device,
+        "slm_parameters": n_slm,
+        "helper_parameters": n_helper,
+        "size_ratio": n_helper / n_slm,  # helper FLOPs / SLM FLOPs per token (2·N each)
         "naive_tokens_per_s": tokens / naive_s,
         "cached_tokens_per_s": tokens / cached_s,
         "speedup_vs_naive": naive_s / cached_s,
@@ -126,14 +147,64 @@ def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats
         "cascade_ms_per_token": cached_ms,
         "mixture_bound_ms_per_token": bound_ms,
         "ratio_to_mixture_bound": cached_ms / bound_ms,
+        "mixture_bound_without_handoff_ms_per_token": (1 - call_rate) * slm_ms + call_rate * helper_ms,
         "new_tokens": new_tokens,
         "generated_tokens": tokens,
         "n_prompts": n_prompts,
         "repeats": repeats,
         "handoff": options["handoff"],
-        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+
+
+def batched_speed(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, *, new_tokens: int,
+                  n_prompts: int = BATCH_SIZE, batch_size: int = BATCH_SIZE, seed: int = 0, device: str = "cpu") -> dict:
+    """Generations per second decoding ``batch_size`` prompts together against one at a time (same outputs)."""
+    prompts = [f"Person {i} was born in {_CITIES[i % 8]}" if i % 2 else f"Person {i} studied" for i in range(n_prompts)]
+    slm, helper = _models(slm_config, helper_config, tokenizer, 64 + 2 * new_tokens, seed, device)
+    options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
+    policy = BudgetPolicy(CALL_RATE, _warmup(slm, tokenizer, prompts[:4], options))
+    seconds, outputs = {}, {}
+    for size in (1, batch_size):
+        started = time.perf_counter()
+        generations = CascadeDecoder(slm, tokenizer, helper, policy, batch_size=size, **options).generate_many(prompts)
+        seconds[size] = time.perf_counter() - started
+        outputs[size] = [(g.token_ids, g.call_positions) for g in generations]
+    return {
+        "batch_size": batch_size,
+        "n_prompts": n_prompts,
+        "new_tokens": new_tokens,
+        "generations_per_s_batch_1": n_prompts / seconds[1],
+        f"generations_per_s_batch_{batch_size}": n_prompts / seconds[batch_size],
+        "batched_speedup": seconds[1] / seconds[batch_size],
+        "identical_outputs": outputs[1] == outputs[batch_size],
+        "call_rate": sum(len(calls) for _, calls in outputs[1]) / sum(len(ids) for ids, _ in outputs[1]),
+    }
+
+
+def run(profile: str = "cpu", new_tokens: int = 128, n_prompts: int = 4, repeats: int = 3, seed: int = 0,
+        realistic: bool = True, realistic_tokens: int = 256, realistic_prompts: int = 2, device: str | None = None) -> dict:
+    """The cascade at the profile's sizes and (``realistic``) at a realistic size ratio; batched
+    evaluation at the profile's sizes, with the profile's ``eval.max_new_tokens`` (``new_tokens`` when
+    it is 0, "auto"). Both models run on ``device``: CUDA when available, else the CPU."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = get_profile(profile)
+    tokenizer = train_tokenizer(synthetic_sentences(), config.data.vocab_size)
+    result = {
+        "profile": profile,
+        "device": device,
+        "machine": machine_features(torch.float32),
+        "gemm_peak_flops": gemm_peak_flops(torch.float32),
+        "profile_sizes": cascade_speed(config.model, config.helper_model, tokenizer, new_tokens=new_tokens,
+                                       n_prompts=n_prompts, repeats=repeats, seed=seed, device=device),
+        "batched_profile_sizes": batched_speed(config.model, config.helper_model, tokenizer,
+                                               new_tokens=config.eval.max_new_tokens or new_tokens, seed=seed, device=device),
         "targets": TARGETS,
     }
+    if realistic:
+        result["realistic_sizes"] = cascade_speed(REALISTIC_SLM, REALISTIC_HELPER, tokenizer, new_tokens=realistic_tokens,
+                                                  n_prompts=realistic_prompts, repeats=repeats, seed=seed, device=device)
+    return result
 
 
 def main() -> None:

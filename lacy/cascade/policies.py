@@ -4,6 +4,10 @@ At every decoding step the SLM's P(``<CALL>``) is computed from its full softmax
 into a decision. ``argmax`` defers when ``<CALL>`` is the most likely token; ``threshold`` when
 P(``<CALL>``) ≥ τ (τ = 0 always calls, τ = +inf never); ``budget`` is the paper's choice: τ is a
 running quantile of the observed P(``<CALL>``) so that a target call rate is met (22% in the main runs).
+
+A policy object is a recipe: the decoder calls :meth:`CallPolicy.start` once per generation and asks
+the returned decider. Stateful policies (``budget``) start every generation from the same warm state,
+so a generation's calls never depend on which subjects were decoded before it, or in which order.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ class CallPolicy(ABC):
     @abstractmethod
     def decide(self, p_call: float, call_is_argmax: bool) -> bool:
         """Whether to defer this step, given P(<CALL>) and whether <CALL> is the SLM's top token."""
+
+    def start(self) -> "CallPolicy":
+        """The decider for one new generation: the policy itself when it keeps no state."""
+        return self
 
 
 class ArgmaxPolicy(CallPolicy):
@@ -57,7 +65,8 @@ class BudgetPolicy(CallPolicy):
     are strictly larger than it, i.e. it lies in the top ``rate`` quantile. The running quantile
     alone can overspend on ties or a drifting distribution, so a call is also refused when it would
     take the call count above ⌈rate × decisions⌉: the budget is a cap, never exceeded by a whole call.
-    State (observations, counts) persists across generations: the budget holds over a whole run.
+    The budget holds per generation: :meth:`start` gives each generation a fresh copy, warmed up with
+    ``warmup_probs`` only (calling ``decide`` on this object directly accumulates state).
     """
 
     name = "budget"
@@ -66,9 +75,16 @@ class BudgetPolicy(CallPolicy):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"budget rate must be in [0, 1] (the paper's main runs use 0.22), got {rate}")
         self.rate = float(rate)
-        self.observed: list[float] = sorted(float(p) for p in warmup_probs)
+        self.warmup: tuple[float, ...] = tuple(sorted(float(p) for p in warmup_probs))
+        self.observed: list[float] = list(self.warmup)
         self.n_decisions = 0
         self.n_calls = 0
+
+    def start(self) -> "BudgetPolicy":
+        fresh = BudgetPolicy.__new__(BudgetPolicy)
+        fresh.rate, fresh.warmup, fresh.observed = self.rate, self.warmup, list(self.warmup)
+        fresh.n_decisions = fresh.n_calls = 0
+        return fresh
 
     @property
     def tau(self) -> float:

@@ -136,31 +136,26 @@ def call_value(outcomes: pd.DataFrame) -> dict[str, float | int]:
     }
 
 
-def evaluate_calls(model_dir: Any, corpus: str, profile: Any, seed: int, *, helper: str, budget: float,
+def evaluate_calls(model_dir: Any, corpus: str, profile: Any, seed: int, *, helper: Any, budget: float,
                    subjects: Sequence[Any] | None = None, cache_root: Any = None,
                    device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
     """One cascade run at a calibrated call rate, scored twice: FactScore of the generations and the
     value of each call (:func:`call_outcomes` against the subjects' reference documents).
 
     The threshold on P(``<CALL>``) is calibrated on held-out text for the target rate ``budget``
-    (as in :func:`lacy.evaluate.run.sweep`); ``helper`` is a :func:`~lacy.cascade.helpers.build_helper`
-    spec run on ``device``. Returns ``(summary, outcomes)``: the summary has ``factscore,
-    respond_ratio, facts_per_response, call_rate, target_rate, helper, method, n_subjects`` and
-    every key of :func:`call_value`.
+    (as in :func:`lacy.evaluate.run.sweep`); ``helper`` is a built helper or a
+    :func:`~lacy.cascade.specs.build_helper` spec run on ``device``. Returns ``(summary, outcomes)``:
+    the summary has ``factscore, respond_ratio, facts_per_response, call_rate, target_rate, helper,
+    method, n_subjects`` and every key of :func:`call_value`.
     """
-    from lacy.evaluate.run import EvaluationContext, _generation_totals, reference_documents, run_generations, score_generations
+    from lacy.evaluate.cascade_run import EvaluationContext, run_cascade
+    from lacy.evaluate.subjects import reference_documents
 
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
-    chosen = list(subjects) if subjects is not None else ctx.subjects()
-    decoder = ctx.decoder(ctx.helper(helper, device=device), ctx.policy("threshold", budget=budget))
-    generations = run_generations(decoder, chosen)
-    result, _ = score_generations(ctx.factscorer(), chosen, generations)
+    run = run_cascade(ctx, helper, ctx.policy("threshold", budget=budget), subjects, target_rate=budget, device=device)
     references = {s: "\n".join(texts) for s, texts in reference_documents(corpus, profile, seed, ctx.world).items()}
-    outcomes = call_outcomes(ctx.model, ctx.tokenizer, [s.name for s in chosen], generations, references)
-    totals = _generation_totals(generations)
-    summary = {
-        "factscore": result.factscore, "respond_ratio": result.respond_ratio,
-        "facts_per_response": result.facts_per_response, "call_rate": totals["call_rate"], "target_rate": budget,
-        "helper": helper, "method": ctx.method, "n_subjects": len(chosen), **call_value(outcomes),
-    }
-    return summary, outcomes
+    outcomes = call_outcomes(ctx.model, ctx.tokenizer, [s.name for s in run.subjects], run.generations, references)
+    full = run.summary()
+    summary = {key: full[key] for key in ("factscore", "respond_ratio", "facts_per_response", "call_rate", "helper",
+                                          "method", "n_subjects")}
+    return {**summary, "target_rate": budget, **call_value(outcomes)}, outcomes

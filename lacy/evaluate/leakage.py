@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from lacy.data.datamodule import LacyDataModule
 from lacy.data.tokenizer import call_token_id
 from lacy.evaluate.signals import token_bytes
 from lacy.profiles import Profile, check_choice
+
+if TYPE_CHECKING:
+    from lacy.evaluate.cascade_run import CascadeRun
 
 FACT_FLAGS = ("gold", "fact")
 
@@ -50,7 +53,7 @@ def _windows(datamodule: Any, split: str, max_windows: int | None, seed: int) ->
 
 def _doc_labels(datamodule: Any) -> tuple[dict[int, str], dict[int, int], dict[int, str]]:
     """doc_id -> subject, doc_id -> subject's biography count and doc_id -> tier label (synthbio)."""
-    from lacy.evaluate.run import person_frequency
+    from lacy.evaluate.subjects import person_frequency
 
     world = datamodule.world
     if world is None:
@@ -156,25 +159,17 @@ def _leakage_rates(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def leakage_generations(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *,
-                        cache_root: str | Path | None = None, subjects: Sequence[Any] | None = None,
-                        progress: bool = False, return_frame: bool = False) -> dict[str, Any] | tuple[dict[str, Any], pd.DataFrame]:
+                        cache_root: str | Path | None = None, subjects: Sequence[Any] | None = None) -> "CascadeRun":
     """Generation-based leakage: the SLM alone with ``<CALL>`` masked (logit −∞), scored with FactScore.
 
-    Same subjects and decoding as :func:`lacy.evaluate.run.evaluate`. Returns the evaluation fields of
-    :func:`lacy.evaluate.run.score_summary` (precision, recall, their ``ci95``, ``by_tier``, per-subject
-    counts, ...) plus ``leakage_generated`` (= ``precision``: how often what the SLM states on its own
-    is right) and ``recall_generated`` (= ``recall``: how much of the subject's knowledge base it
-    still states); with ``return_frame`` also the per-generation frame.
+    Same subjects and decoding as :func:`lacy.evaluate.run.evaluate`. The run's summary
+    (:meth:`~lacy.evaluate.cascade_run.CascadeRun.summary`) gives the *generated* leakage as its
+    ``precision`` (supported ÷ stated facts: how often what the SLM states on its own is right) and
+    the share of the subject's knowledge base it still states as its ``recall``, with their ``ci95``,
+    ``by_tier`` and per-subject counts; its frame has one row per generation.
     """
     from lacy.cascade.policies import ArgmaxPolicy
-    from lacy.evaluate.run import EvaluationContext, generation_frame, run_generations, score_summary
+    from lacy.evaluate.cascade_run import EvaluationContext, run_cascade
 
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
-    chosen = list(subjects) if subjects is not None else ctx.subjects()
-    decoder = ctx.decoder(None, ArgmaxPolicy(), call_logit_bias=-math.inf)
-    generations = run_generations(decoder, chosen, progress=progress, desc="leakage generations")
-    result, summary = score_summary(ctx, chosen, generations)
-    summary["leakage_generated"], summary["recall_generated"] = summary["precision"], summary["recall"]
-    if return_frame:
-        return summary, generation_frame(chosen, generations, result)
-    return summary
+    return run_cascade(ctx, None, ArgmaxPolicy(), subjects, call_logit_bias=-math.inf)

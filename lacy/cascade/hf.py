@@ -1,0 +1,180 @@
+"""Hugging Face model plumbing for the cascade: input conventions, banned ids, and batched decoding.
+
+:class:`BatchedLM` runs a causal LM over several rows at once with one KV cache. Rows grow at
+different speeds (a helper hand-off adds several tokens to one row, one token to another), so each
+forward left-pads the shorter rows; a padded slot stays in the cache as a *dead* slot, hidden from
+every later query by the attention mask, and each row carries its own position ids. A dead slot's
+own query sees only itself: a query that sees nothing would give NaN, and NaN keys poison every
+later query of the row even where the mask hides them (0 × NaN). A row can also
+drop its latest tokens (:meth:`BatchedLM.forget`), which kills their slots: that is how an LM helper
+follows a text whose tokenisation changed at the end, without touching the other rows. With a single
+row there is never a dead slot in the middle of the cache, no mask is passed, and the forward is the
+plain one-sequence forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from lacy.data.tokenizer import call_token_id
+
+
+def is_lacy_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether ``tokenizer`` has ``<CALL>``, i.e. was trained by lacy (documents seen as ``<bos> text``)."""
+    try:
+        call_token_id(tokenizer)
+    except ValueError:
+        return False
+    return True
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids a model sees for ``text`` as the start of a document.
+
+    lacy-trained models (tokenizer with ``<CALL>``) were trained on ``<bos> doc <eos>`` streams, so
+    their input is ``<bos>`` + text; other models get their tokenizer's own convention
+    (``add_special_tokens=True``: Llama 3 adds its BOS, GPT-2 and SmolLM2 add nothing).
+    """
+    if is_lacy_tokenizer(tokenizer):
+        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    return list(tokenizer(text)["input_ids"])
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name of the KV-cache keyword of ``model.forward``: ``cache`` (transformers ≥ 5.x) or ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def max_positions(model: PreTrainedModel) -> int:
+    """The longest sequence the model accepts (``max_position_embeddings`` or GPT-2's ``n_positions``)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if value:
+            return int(value)
+    return 1 << 30
+
+
+def output_vocab_size(model: PreTrainedModel) -> int:
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
+def banned_token_bias(tokenizer: PreTrainedTokenizerBase, vocab_size: int, allowed: Sequence[int] = ()) -> np.ndarray:
+    """Additive logit bias (0 or -inf, float32) banning ids a model must not emit as text: special
+    tokens (except ``allowed``) and ids the tokenizer cannot decode (an output layer padded beyond
+    the vocabulary). A NumPy array: per-step greedy picks run on the host, where small ops are cheap."""
+    bias = np.zeros(vocab_size, dtype=np.float32)
+    bias[len(tokenizer):] = -np.inf
+    special = [i for i in tokenizer.all_special_ids if i is not None and i not in set(allowed) and i < vocab_size]
+    bias[special] = -np.inf
+    return bias
+
+
+def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """End-of-text ids: the tokenizer's EOS and the model's generation-config EOS (an int or a list)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.discard(None)
+    return {int(i) for i in ids}
+
+
+class BatchedLM:
+    """``n_rows`` token sequences decoded together by ``model``; :meth:`extend` returns next-token logits.
+
+    ``ids[row]`` is what the model has read for that row, in order. With ``kv_cache=True`` only the
+    new ids are encoded (one forward for all rows); with ``kv_cache=False`` every row that received
+    ids is re-encoded in full (the naive reference), and rows that received none are skipped.
+    """
+
+    def __init__(self, model: PreTrainedModel, n_rows: int, *, kv_cache: bool = True) -> None:
+        if n_rows < 1:
+            raise ValueError(f"a batch needs at least one row, got {n_rows}")
+        self.model = model
+        self.device = model.device
+        self.n_rows = n_rows
+        self.cache = DynamicCache(config=model.config) if kv_cache else None
+        self.cache_kwarg = cache_argument(model)
+        self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
+        self.ids: list[list[int]] = [[] for _ in range(n_rows)]
+        self.slots: list[list[int]] = [[] for _ in range(n_rows)]  # cache slot of each id (kv_cache only)
+        self.live = torch.zeros((n_rows, 0), dtype=torch.long)  # 1 where a cache slot holds a row's token
+
+    def forget(self, row: int, keep: int) -> None:
+        """Keep the first ``keep`` ids of ``row``: the later ones are no longer seen by its next tokens."""
+        if self.cache is not None:
+            self.live[row, self.slots[row][keep:]] = 0
+            del self.slots[row][keep:]
+            self._drop_dead_tail()
+        del self.ids[row][keep:]
+
+    def _drop_dead_tail(self) -> None:
+        """Remove trailing slots that no row uses (after a single row forgets, nothing dead remains)."""
+        used = self.live.any(dim=0).nonzero()
+        end = int(used.max()) + 1 if len(used) else 0
+        excess = self.live.shape[1] - end
+        if excess > 0:
+            self.cache.crop(-excess)
+            self.live = self.live[:, :end]
+
+    def extend(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Read ``new_ids[row]`` for every row (possibly none); float logits ``[n_rows, vocab]`` after
+        each row's last id (meaningless for rows that received none)."""
+        if len(new_ids) != self.n_rows:
+            raise ValueError(f"need new ids for each of the {self.n_rows} rows, got {len(new_ids)}")
+        if self.cache is None:
+            return self._extend_uncached(new_ids)
+        width = max(len(ids) for ids in new_ids)
+        past = self.live.shape[1]
+        inputs = torch.full((self.n_rows, width), self.pad_id, dtype=torch.long)
+        step_live = torch.zeros((self.n_rows, width), dtype=torch.long)
+        positions = torch.zeros((self.n_rows, width), dtype=torch.long)
+        for row, ids in enumerate(new_ids):
+            start = width - len(ids)  # left padding: every row's last id sits in the last column
+            inputs[row, start:] = torch.tensor(ids, dtype=torch.long)
+            step_live[row, start:] = 1
+            positions[row, start:] = torch.arange(len(self.ids[row]), len(self.ids[row]) + len(ids))
+            self.slots[row].extend(range(past + start, past + width))
+            self.ids[row].extend(ids)
+        self.live = torch.cat([self.live, step_live], dim=1)
+        kwargs = {self.cache_kwarg: self.cache, "use_cache": True}
+        if not bool(self.live.all()):  # all slots live: positions are the slot indices, no mask needed
+            kwargs.update(attention_mask=self._mask(self.live, past), position_ids=positions.to(self.device))
+        logits = self.model(input_ids=inputs.to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
+        return logits
+
+    def _mask(self, live: torch.Tensor, past: int) -> torch.Tensor:
+        """Additive 4D mask ``[rows, 1, new, slots]``: a query at slot ``past + i`` sees the live slots up
+        to itself, and always itself (so a dead query sees its own slot instead of nothing)."""
+        slots = torch.arange(live.shape[1])
+        query = past + torch.arange(live.shape[1] - past)
+        allowed = (live.bool()[:, None, :] & (slots[None, :] <= query[:, None])[None]) | (slots[None, :] == query[:, None])[None]
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask[:, None].to(self.device)
+
+    def _extend_uncached(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        rows = [row for row, ids in enumerate(new_ids) if ids]
+        for row in rows:
+            self.ids[row].extend(new_ids[row])
+        width = max(len(self.ids[row]) for row in rows)
+        inputs = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        live = torch.zeros((len(rows), width), dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            n = len(self.ids[row])
+            inputs[i, width - n:] = torch.tensor(self.ids[row], dtype=torch.long)
+            live[i, width - n:] = 1
+            positions[i, width - n:] = torch.arange(n)
+        kwargs: dict = {"use_cache": False}
+        if not bool(live.all()):
+            kwargs.update(attention_mask=self._mask(live, 0), position_ids=positions.to(self.device))
+        logits = self.model(input_ids=inputs.to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
+        out = torch.zeros((self.n_rows, logits.shape[-1]), dtype=logits.dtype, device=logits.device)
+        out[rows] = logits
+        return out

@@ -1,0 +1,164 @@
+"""FactScore subjects, their reference documents and the held-out calibration text (paper §5).
+
+Subjects are a fixed, seeded sample, half "frequent" and half "rare" people; the document helper
+reads the subjects' reference texts; call thresholds are calibrated Co-LLM style as quantiles of the
+SLM's teacher-forced P(``<CALL>``) on held-out (val-split) documents, so a target rate ``r`` maps to
+``τ = quantile(P, 1 − r)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from lacy.data.corpus import Document
+from lacy.profiles import CORPORA, Profile, check_choice
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One FactScore subject: whom to write about, the prompt, and how often the corpus shows them.
+
+    ``frequency`` is "frequent" (top decile of the corpus's people by exposure) or "rare". Exposure is the
+    number of biographies (synthbio) or, on vitalwiki where every person has exactly one article,
+    the length of the article's summary in words (more text about the person to learn from).
+    ``n_docs`` counts the subject's documents in the corpus (always 1 on vitalwiki).
+    """
+
+    name: str
+    prompt: str
+    frequency: str
+    n_docs: int
+
+
+FREQUENT_FRACTION = 0.1
+"""Share of candidate subjects, by exposure, counted as "frequent" (the top decile); the rest are "rare"."""
+
+
+def _corpus_documents(corpus: str, profile: Profile, seed: int, world: Any = None) -> tuple[list[Document], Any]:
+    """All documents of the corpus (both splits) and, for synthbio, its World (reused when given)."""
+    check_choice("corpus", corpus, CORPORA)
+    if corpus == "synthbio" and world is not None:
+        return world.documents(val_fraction=profile.data.val_fraction), world
+    from lacy.data.cache import load_documents
+
+    return load_documents(corpus, profile, seed)
+
+
+def frequency_labels(exposures: Sequence[float]) -> list[str]:
+    """"frequent" for the top decile of ``exposures`` (at least one item; ties by position), else "rare"."""
+    order = sorted(range(len(exposures)), key=lambda i: (-exposures[i], i))
+    n_frequent = max(1, math.ceil(FREQUENT_FRACTION * len(exposures))) if len(exposures) else 0
+    labels = ["rare"] * len(exposures)
+    for i in order[:n_frequent]:
+        labels[i] = "frequent"
+    return labels
+
+
+def _stratified_sample(labels: Sequence[str], eligible: Sequence[bool], n: int, seed: int) -> list[int]:
+    """Seeded indices of ``n`` eligible items, half "frequent" and half "rare" (one stratum fills in
+    for the other when it runs out); frequent first, each stratum in index order."""
+    pools = {label: [i for i, (lab, ok) in enumerate(zip(labels, eligible)) if ok and lab == label] for label in ("frequent", "rare")}
+    n = min(n, len(pools["frequent"]) + len(pools["rare"]))
+    n_rare = min(len(pools["rare"]), n // 2)
+    n_frequent = min(len(pools["frequent"]), n - n_rare)
+    n_rare = n - n_frequent
+    rng = random.Random(seed)
+    return sorted(rng.sample(pools["frequent"], n_frequent)) + sorted(rng.sample(pools["rare"], n_rare))
+
+
+def person_frequency(world: Any) -> dict[str, str]:
+    """synthbio: full name -> "frequent" (top decile of the world's people by biography count) or "rare"."""
+    return dict(zip((p.full_name for p in world.people), frequency_labels([p.n_docs for p in world.people])))
+
+
+def subjects(corpus: str, profile: Profile, seed: int, world: Any = None, *, nlp: Any = None) -> list[Subject]:
+    """A fixed, seeded set of ``profile.eval.n_subjects`` FactScore subjects (paper §5).
+
+    Frequency labels come from all candidates of the corpus (:func:`frequency_labels`); subjects are
+    drawn, half "frequent" and half "rare", among those with at least one training document (the SLM
+    can only have learned those). synthbio: people of the world, prompt = the full name, exposure =
+    number of biographies. vitalwiki: People articles, prompt = the summary's opening words up to the
+    first verb (:func:`lacy.data.vitalwiki.prompt_for`), exposure = summary length in words.
+    ``world`` (synthbio) and ``nlp`` (vitalwiki; default :func:`lacy.data.annotate.load_spacy` with
+    ``profile.data.spacy_model``) avoid reloading them.
+    """
+    if profile.eval.n_subjects < 1:
+        raise ValueError(f"eval.n_subjects must be >= 1, got {profile.eval.n_subjects}")
+    documents, world = _corpus_documents(corpus, profile, seed, world)
+    trained = {d.subject for d in documents if d.split == "train"}
+    if corpus == "synthbio":
+        people = world.people
+        labels = frequency_labels([p.n_docs for p in people])
+        picked = _stratified_sample(labels, [p.full_name in trained for p in people], profile.eval.n_subjects, seed)
+        return [Subject(people[i].full_name, people[i].full_name, labels[i], people[i].n_docs) for i in picked]
+
+    from lacy.data import vitalwiki
+
+    articles = vitalwiki.people()
+    eligible = [a.title in trained for a in articles]
+    if not any(eligible):
+        raise ValueError("no People article is in the training split of this vitalwiki subset; raise data.vitalwiki_max_docs")
+    if nlp is None:
+        from lacy.data.annotate import load_spacy
+
+        nlp = load_spacy(profile.data.spacy_model or None)
+    labels = frequency_labels([len(a.summary.split()) for a in articles])
+    picked = _stratified_sample(labels, eligible, profile.eval.n_subjects, seed)
+    return [Subject(articles[i].title, vitalwiki.prompt_for(articles[i], nlp), labels[i], 1) for i in picked]
+
+
+def reference_documents(corpus: str, profile: Profile, seed: int, world: Any = None) -> dict[str, list[str]]:
+    """Subject -> reference texts for the document helper.
+
+    synthbio: the person's training-split biographies (what the corpus says about them; a person
+    whose only biographies are in the val split has none). vitalwiki: the article's summary.
+    """
+    documents, _ = _corpus_documents(corpus, profile, seed, world)
+    if corpus == "vitalwiki":
+        from lacy.data import vitalwiki
+
+        return {title: [summary] for title, summary in vitalwiki.summaries().items()}
+    references: dict[str, list[str]] = {}
+    for doc in documents:
+        if doc.split == "train":
+            references.setdefault(doc.subject, []).append(doc.text)
+    return references
+
+
+def calibration_texts(corpus: str, profile: Profile, seed: int, world: Any = None) -> list[str]:
+    """A seeded sample of ``profile.eval.calibration_docs`` held-out (val-split) documents, in corpus order."""
+    documents, _ = _corpus_documents(corpus, profile, seed, world)
+    held_out = [d for d in documents if d.split == "val"]
+    if not held_out:
+        raise ValueError(f"{corpus}: no val-split documents to calibrate on; raise data.val_fraction")
+    k = min(profile.eval.calibration_docs, len(held_out))
+    chosen = sorted(random.Random(seed).sample(range(len(held_out)), k))
+    return [held_out[i].text for i in chosen]
+
+
+def calibration_probs(model: Any, tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
+    """Teacher-forced P(``<CALL>``) at every position of ``texts``, flattened (Co-LLM's held-out calibration)."""
+    if not texts:
+        raise ValueError("calibration_probs needs at least one text")
+    from lacy.cascade.decoder import p_call_teacher_forced
+
+    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in p_call_teacher_forced(model, tokenizer, list(texts))])
+
+
+def thresholds_for_rates(probs: np.ndarray | Sequence[float], rates: Iterable[float]) -> dict[float, float]:
+    """Threshold τ on P(``<CALL>``) for each target call rate (a policy calls when P ≥ τ).
+
+    τ = quantile(probs, 1 − r), so a fraction ≈ r of the calibration positions has P ≥ τ; r = 0 gives
+    τ = +∞ (never call) and r = 1 gives τ = 0 (always call). τ is non-increasing in r.
+    """
+    from lacy.cascade.policies import threshold_for_rate
+
+    values = np.asarray(probs, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("thresholds_for_rates needs calibration probabilities (see calibration_probs); got none")
+    return {rate: threshold_for_rate(values, rate) for rate in rates}

@@ -1,0 +1,140 @@
+"""Batched cascade decoding: every row of a batch is the generation it gets alone (greedy), for every
+policy, both hand-off modes and every kind of helper; budget policies keep no state across subjects."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lacy.cascade.decoder import CascadeDecoder, naive_generate
+from lacy.cascade.helpers import DocumentHelper, LMHelper, encode_text
+from lacy.cascade.policies import POLICIES, build_policy
+from lacy.data.tokenizer import train_tokenizer
+from test_helpers import DOCUMENTS, SENTENCES, foreign_llama, foreign_tokenizer, tiny_llama
+
+# Prompts of different lengths (left padding) about subjects the document helper knows, or not.
+PROMPTS = ["Alice Martin was born in", "Chen Wei studied law at the University of", "Dana", "Bruno Keller works as a",
+           "Alice Martin studied", "Chen Wei was born in Oslo in 1935, studied"]
+SUBJECTS = ["Alice Martin", "Chen Wei", None, "Bruno Keller", "Alice Martin", "Chen Wei"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(SENTENCES, 400)
+
+
+@pytest.fixture(scope="module")
+def slm(tokenizer):
+    return tiny_llama(tokenizer, d_model=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def helpers(tokenizer):
+    tok = foreign_tokenizer()
+    return {
+        "shared": LMHelper(tiny_llama(tokenizer, d_model=48, n_layer=2, seed=1), tokenizer, name="shared"),
+        "foreign": LMHelper(foreign_llama(tok), tok, name="foreign"),
+        "doc": DocumentHelper(DOCUMENTS),
+    }
+
+
+@pytest.fixture(scope="module")
+def calibration(slm, tokenizer):
+    """P(<CALL>) of the SLM alone on the prompts: the warm start of budget and threshold policies."""
+    alone = CascadeDecoder(slm, tokenizer, None, build_policy("threshold", tau=float("inf")), max_new_tokens=24)
+    return np.concatenate([g.p_call for g in alone.generate_many(PROMPTS)])
+
+
+@pytest.fixture(scope="module")
+def argmax_bias(slm, tokenizer, calibration):
+    """A <CALL> logit bias with which the random SLM's <CALL> is the argmax at about half of its steps."""
+    alone = CascadeDecoder(slm, tokenizer, None, build_policy("argmax"), max_new_tokens=24, call_logit_bias=0.0)
+    with torch.inference_mode():
+        margins = [float((logits.max() - logits[alone.call_id]))
+                   for g in alone.generate_many(PROMPTS)
+                   for logits in slm(input_ids=torch.tensor([encode_text(tokenizer, g.prompt) + g.token_ids])).logits[0]]
+    return float(np.median(margins))
+
+
+def policy(name: str, calibration: np.ndarray):
+    return build_policy(name, budget=0.3, calibration=calibration)
+
+
+def decode(slm, tokenizer, helper, name, calibration, batch_size, handoff, prompts=PROMPTS, subjects=SUBJECTS, bias=None):
+    decoder = CascadeDecoder(slm, tokenizer, helper, policy(name, calibration), max_new_tokens=14, handoff=handoff,
+                             batch_size=batch_size, call_logit_bias=bias)
+    return decoder.generate_many(prompts, subjects)
+
+
+def outputs(generations):
+    return [(g.token_ids, g.text, g.spans, g.call_positions, g.n_calls, g.unresolved_calls, g.slm_tokens, g.helper_tokens)
+            for g in generations]
+
+
+@pytest.mark.parametrize("handoff", ["word", "token"])
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("helper_name", ["shared", "foreign", "doc"])
+def test_batched_generations_equal_batch_of_one(slm, tokenizer, helpers, calibration, argmax_bias, helper_name, name, handoff):
+    bias = argmax_bias if name == "argmax" else None  # so that the random SLM's <CALL> is sometimes its top token
+    one = decode(slm, tokenizer, helpers[helper_name], name, calibration, 1, handoff, bias=bias)
+    many = decode(slm, tokenizer, helpers[helper_name], name, calibration, 4, handoff, bias=bias)  # a full and a partial batch
+    assert outputs(many) == outputs(one)
+    for a, b in zip(many, one):
+        np.testing.assert_allclose(a.p_call, b.p_call, rtol=1e-5, atol=1e-7)
+    assert 0 < sum(g.n_calls for g in one) < sum(len(g.p_call) for g in one)
+
+
+def test_batched_cascade_matches_the_naive_loop(slm, tokenizer, helpers, calibration):
+    batched = decode(slm, tokenizer, helpers["foreign"], "budget", calibration, len(PROMPTS), "word")
+    naive = [naive_generate(slm, tokenizer, helpers["foreign"], policy("budget", calibration), p, s, max_new_tokens=14)
+             for p, s in zip(PROMPTS, SUBJECTS)]
+    assert outputs(batched) == outputs(naive)
+
+
+def test_sampling_rows_use_their_own_seeded_generator(slm, tokenizer, helpers, calibration):
+    options = dict(max_new_tokens=16, temperature=1.0, seed=3)
+    one = CascadeDecoder(slm, tokenizer, helpers["shared"], policy("budget", calibration), batch_size=1, **options)
+    many = CascadeDecoder(slm, tokenizer, helpers["shared"], policy("budget", calibration), batch_size=3, **options)
+    assert outputs(many.generate_many(PROMPTS)) == outputs(one.generate_many(PROMPTS))
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_budget_policy_gives_the_same_generation_in_any_subject_order(slm, tokenizer, helpers, calibration, batch_size):
+    order = list(range(len(PROMPTS)))
+    random.Random(0).shuffle(order)
+    forward = decode(slm, tokenizer, helpers["shared"], "budget", calibration, batch_size, "word")
+    shuffled = decode(slm, tokenizer, helpers["shared"], "budget", calibration, batch_size, "word",
+                      [PROMPTS[i] for i in order], [SUBJECTS[i] for i in order])
+    assert order != sorted(order)
+    assert outputs([shuffled[order.index(i)] for i in range(len(PROMPTS))]) == outputs(forward)
+
+
+def test_budget_policy_starts_every_generation_from_its_warm_state(calibration):
+    recipe = build_policy("budget", budget=0.3, calibration=calibration)
+    first = recipe.start()
+    decisions = [first.decide(p, False) for p in (0.9, 0.8, 0.7)]
+    second = recipe.start()
+    assert second.observed == sorted(calibration.tolist()) and second.n_decisions == 0
+    assert [second.decide(p, False) for p in (0.9, 0.8, 0.7)] == decisions
+    assert recipe.n_decisions == 0  # the recipe itself is untouched
+
+
+def test_batch_size_must_be_positive(slm, tokenizer):
+    with pytest.raises(ValueError, match="batch_size"):
+        CascadeDecoder(slm, tokenizer, None, build_policy("argmax"), batch_size=0)
+
+
+@pytest.mark.slow
+def test_cascade_bench_reports_every_ratio():
+    from lacy.bench.cascade import TARGETS, run
+
+    result = run(profile="smoke", new_tokens=8, n_prompts=1, repeats=1, realistic=False)
+    sizes, batched = result["profile_sizes"], result["batched_profile_sizes"]
+    assert result["gemm_peak_flops"] > 0 and result["machine"]["dtype"] == "float32" and result["targets"] == TARGETS
+    assert sizes["size_ratio"] == pytest.approx(sizes["helper_parameters"] / sizes["slm_parameters"])
+    assert sizes["ratio_to_mixture_bound"] == pytest.approx(sizes["cascade_ms_per_token"] / sizes["mixture_bound_ms_per_token"])
+    assert sizes["mixture_bound_ms_per_token"] >= sizes["mixture_bound_without_handoff_ms_per_token"]
+    assert batched["identical_outputs"] and batched["batched_speedup"] > 0 and batched["batch_size"] == 32
