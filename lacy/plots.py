@@ -181,9 +181,11 @@ def factscore_vs_call_rate(sweep, title: str = "FactScore of the cascade against
     return fig
 
 
-def method_bars(frame, y: str, title: str, ylabel: str, *, hue: str | None = None, col: str | None = None) -> Figure:
-    """Bars of ``y`` per method (x axis, in :data:`METHOD_ORDER`), optionally split by ``hue`` and with one
-    panel per value of ``col``. Methods are coloured by :data:`METHOD_COLORS` when there is no ``hue``."""
+def method_bars(frame, y: str, title: str, ylabel: str, *, hue: str | None = None, col: str | None = None,
+                hue_order: list[str] | None = None) -> Figure:
+    """Bars of ``y`` per method (x axis, in :data:`METHOD_ORDER`), optionally split by ``hue`` (in
+    ``hue_order``) and with one panel per value of ``col``. Methods are coloured by :data:`METHOD_COLORS`
+    when there is no ``hue``."""
     panels = list(dict.fromkeys(frame[col])) if col else [None]
     fig, axes = new_figure(1, len(panels), figsize=(max(5.0, 0.8 * frame["method"].nunique()) * len(panels) ** 0.8 + 1, 4.0),
                            sharey=True, squeeze=False)
@@ -191,7 +193,7 @@ def method_bars(frame, y: str, title: str, ylabel: str, *, hue: str | None = Non
     for ax, panel in zip(axes[0], panels):
         data = frame if panel is None else frame[frame[col] == panel]
         if hue:
-            sns.barplot(data=data, x="method", y=y, hue=hue, order=methods, ax=ax)
+            sns.barplot(data=data, x="method", y=y, hue=hue, order=methods, hue_order=hue_order, ax=ax)
             ax.legend(title=hue, fontsize="small")
         else:
             sns.barplot(data=data, x="method", y=y, hue="method", order=methods, hue_order=methods,

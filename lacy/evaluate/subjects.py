@@ -23,7 +23,8 @@ from lacy.profiles import CORPORA, Profile, check_choice
 class Subject:
     """One FactScore subject: whom to write about, the prompt, and how often the corpus shows them.
 
-    ``frequency`` is "frequent" (top decile of the corpus's people by exposure) or "rare". Exposure is the
+    ``frequency`` is the subject's exposure group: its tier on synthbio (famous … obscure), "frequent"
+    (top decile of the People articles by summary length) or "rare" on vitalwiki. Exposure is the
     number of biographies (synthbio) or, on vitalwiki where every person has exactly one article,
     the length of the article's summary in words (more text about the person to learn from).
     ``n_docs`` counts the subject's documents in the corpus (always 1 on vitalwiki).
@@ -59,30 +60,32 @@ def frequency_labels(exposures: Sequence[float]) -> list[str]:
     return labels
 
 
-def _stratified_sample(labels: Sequence[str], eligible: Sequence[bool], n: int, seed: int) -> list[int]:
-    """Seeded indices of ``n`` eligible items, half "frequent" and half "rare" (one stratum fills in
-    for the other when it runs out); frequent first, each stratum in index order."""
-    pools = {label: [i for i, (lab, ok) in enumerate(zip(labels, eligible)) if ok and lab == label] for label in ("frequent", "rare")}
-    n = min(n, len(pools["frequent"]) + len(pools["rare"]))
-    n_rare = min(len(pools["rare"]), n // 2)
-    n_frequent = min(len(pools["frequent"]), n - n_rare)
-    n_rare = n - n_frequent
+def _stratified_sample(labels: Sequence[str], eligible: Sequence[bool], n: int, seed: int,
+                       strata: Sequence[str] = ("frequent", "rare")) -> list[int]:
+    """Seeded indices of ``n`` eligible items spread evenly over ``strata`` (one item per stratum in
+    turn; a stratum that runs out leaves its share to the others); strata in order, each in index order."""
+    pools = {label: [i for i, (lab, ok) in enumerate(zip(labels, eligible)) if ok and lab == label] for label in strata}
+    counts = dict.fromkeys(strata, 0)
+    for _ in range(min(n, sum(len(pool) for pool in pools.values()))):
+        label = next(s for s in sorted(strata, key=lambda s: (counts[s], strata.index(s))) if counts[s] < len(pools[s]))
+        counts[label] += 1
     rng = random.Random(seed)
-    return sorted(rng.sample(pools["frequent"], n_frequent)) + sorted(rng.sample(pools["rare"], n_rare))
+    return [i for label in strata for i in sorted(rng.sample(pools[label], counts[label]))]
 
 
 def person_frequency(world: Any) -> dict[str, str]:
-    """synthbio: full name -> "frequent" (top decile of the world's people by biography count) or "rare"."""
-    return dict(zip((p.full_name for p in world.people), frequency_labels([p.n_docs for p in world.people])))
+    """synthbio: full name -> the person's exposure tier (``world.tiers``, most exposed first)."""
+    return {p.full_name: p.tier for p in world.people}
 
 
 def subjects(corpus: str, profile: Profile, seed: int, world: Any = None, *, nlp: Any = None) -> list[Subject]:
     """A fixed, seeded set of ``profile.eval.n_subjects`` FactScore subjects (paper §5).
 
-    Frequency labels come from all candidates of the corpus (:func:`frequency_labels`); subjects are
-    drawn, half "frequent" and half "rare", among those with at least one training document (the SLM
-    can only have learned those). synthbio: people of the world, prompt = the full name, exposure =
-    number of biographies. vitalwiki: People articles, prompt = the summary's opening words up to the
+    Subjects are drawn among those with at least one training document (the SLM can only have learned
+    those), spread evenly over exposure groups (``Subject.frequency``). synthbio: the world's tiers
+    (``world.tiers``: famous … obscure), people of the world, prompt = the full name, exposure =
+    number of biographies. vitalwiki: "frequent" (top decile of the summaries by length,
+    :func:`frequency_labels`) and "rare" People articles, prompt = the summary's opening words up to the
     first verb (:func:`lacy.data.vitalwiki.prompt_for`), exposure = summary length in words.
     ``world`` (synthbio) and ``nlp`` (vitalwiki; default :func:`lacy.data.annotate.load_spacy` with
     ``profile.data.spacy_model``) avoid reloading them.
@@ -93,8 +96,9 @@ def subjects(corpus: str, profile: Profile, seed: int, world: Any = None, *, nlp
     trained = {d.subject for d in documents if d.split == "train"}
     if corpus == "synthbio":
         people = world.people
-        labels = frequency_labels([p.n_docs for p in people])
-        picked = _stratified_sample(labels, [p.full_name in trained for p in people], profile.eval.n_subjects, seed)
+        labels = [p.tier for p in people]
+        picked = _stratified_sample(labels, [p.full_name in trained for p in people], profile.eval.n_subjects, seed,
+                                    strata=world.tiers)
         return [Subject(people[i].full_name, people[i].full_name, labels[i], people[i].n_docs) for i in picked]
 
     from lacy.data import vitalwiki
