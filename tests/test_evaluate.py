@@ -62,16 +62,24 @@ def test_subjects_deterministic_and_stratified(smoke_datamodule):
     assert chosen == evaluation.subjects("synthbio", profile, 0, world)
     assert chosen != evaluation.subjects("synthbio", profile, 1, world)
     assert len(chosen) == 10 and len({s.name for s in chosen}) == 10
-    assert [s.frequency for s in chosen].count("frequent") == 5
-    labels = dict(zip((p.full_name for p in world.people), evaluation.frequency_labels([p.n_docs for p in world.people])))
-    assert sum(v == "frequent" for v in labels.values()) == math.ceil(0.1 * len(world.people))
-    min_frequent = min(p.n_docs for p in world.people if labels[p.full_name] == "frequent")
+    counts = {tier: [s.frequency for s in chosen].count(tier) for tier in world.tiers}
+    assert max(counts.values()) - min(counts.values()) <= 1  # spread evenly over the tiers (smoke: 3, 6, 12, 30 people)
+    assert [s.frequency for s in chosen] == sorted((s.frequency for s in chosen), key=world.tiers.index)
     train_subjects = {d.subject for d in smoke_datamodule.documents("train")}
     for s in chosen:
         assert s.prompt == s.name and s.name in train_subjects
-        assert s.frequency == labels[s.name] and s.n_docs == world.person(s.name).n_docs
-        if s.frequency == "rare":
-            assert s.n_docs <= min_frequent
+        assert s.frequency == world.person(s.name).tier and s.n_docs == world.person(s.name).n_docs
+    labels = evaluation.frequency_labels([1, 5, 3, 9, 2, 2, 7, 0, 4, 8, 6])  # vitalwiki's split: top decile "frequent"
+    assert labels.count("frequent") == math.ceil(0.1 * 11) == 2 and labels[3] == labels[9] == "frequent"
+
+
+def test_stratified_sample_fills_in_for_a_stratum_that_runs_out():
+    from lacy.evaluate.subjects import _stratified_sample
+
+    labels = ["a"] * 2 + ["b"] * 10 + ["c"] * 10
+    picked = _stratified_sample(labels, [True] * len(labels), 9, seed=0, strata=("a", "b", "c"))
+    assert [labels[i] for i in picked] == ["a", "a", "b", "b", "b", "b", "c", "c", "c"]
+    assert _stratified_sample(labels, [True] * len(labels), 9, seed=0, strata=("a", "b", "c")) == picked
 
 
 def test_vitalwiki_subjects_are_trained_people_with_prompts(smoke_profile):
@@ -194,7 +202,7 @@ def test_evaluate_returns_every_key_in_range(smoke_run, smoke_profile, cache_roo
     assert summary["method"] == "lacy" and summary["variant"]
     assert 0.0 <= summary["call_rate"] <= 1.0 and 0.0 <= summary["respond_ratio"] <= 1.0
     assert summary["factscore"] is None or 0.0 <= summary["factscore"] <= 1.0
-    assert set(summary["by_frequency"]) == set(summary["by_tier"]) == {"frequent", "rare"}
+    assert set(summary["by_frequency"]) == set(summary["by_tier"]) == set(smoke_profile.world.tiers)  # one subject per tier
     for key in ("precision", "recall", "factscore_gamma10"):
         assert summary[key] is None or 0.0 <= summary[key] <= 1.0
         assert summary[key] is None or summary["ci95"][key] is None or summary["ci95"][key][0] <= summary[key] <= summary["ci95"][key][1]
@@ -300,7 +308,7 @@ def test_leakage_probe_and_generations_on_smoke_model(smoke_run, smoke_profile, 
     summary, frame = leakage_probe(model, tokenizer, smoke_datamodule, max_windows=4)
     assert summary["n_fact_tokens"] == len(frame) > 0
     assert set(frame["attribute"]) <= set(smoke_datamodule.summary["attribute_codes"])
-    assert set(frame["tier"]) <= {"frequent", "rare"} and frame["subject"].notna().all()
+    assert set(frame["tier"]) <= set(get_profile("smoke").world.tiers) and frame["subject"].notna().all()
     for key in ("fact_accuracy_teacher_forced", "call_rate_on_facts", "call_rate_on_nonfacts"):
         assert 0.0 <= summary[key] <= 1.0
     assert set(summary["by_tier"]) == set(frame["tier"])

@@ -382,7 +382,7 @@ def test_client_errors_are_not_retried(monkeypatch):
 
 
 def test_hub_ids_load_from_the_local_cache_only(monkeypatch):
-    from lacy.cascade import helpers
+    from lacy.cascade import helpers, specs
 
     seen = {}
 
@@ -392,7 +392,7 @@ def test_hub_ids_load_from_the_local_cache_only(monkeypatch):
 
     monkeypatch.setattr(helpers.LMHelper, "from_pretrained", classmethod(spy))
     with pytest.raises(FileNotFoundError, match="never downloads.*hf download SOME/HUB_ID"):
-        helpers.build_helper("hf:SOME/HUB_ID")
+        specs.build_helper("hf:SOME/HUB_ID")
     assert seen.get("local_files_only") is True
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lacy.cascade.helpers import DocumentHelper, build_helper
+from lacy.cascade.helpers import DocumentHelper
+from lacy.cascade.specs import build_helper
 from lacy.cascade.retrieval import BM25Index, RetrievalHelper
 
 CORPUS = {
