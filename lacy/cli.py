@@ -178,9 +178,9 @@ def _refuse_unused(args: argparse.Namespace) -> None:
                               "--budget for budget or threshold")
     if cmd in ("generate", "evaluate", "sweep") and args.helper_fallback and not args.helper.startswith(("http://", "https://")):
         raise ConfigError("--helper-fallback applies to a remote helper (--helper http://HOST:PORT) only")
-    if cmd == "train" and args.reference and not (args.method == "rho" or (args.method == "judge" and args.corpus == "vitalwiki")):
+    if cmd == "train" and args.reference and not _needs_reference(args.method, args.corpus):
         raise ConfigError(f"--reference does not apply to --method {args.method} on {args.corpus}: "
-                          "it is used by --method rho, and by --method judge on vitalwiki")
+                          "it is used by --method rho and rho_excess, and by --method judge on vitalwiki")
     if cmd == "data" and args.out and args.cache and Path(args.out) != Path(args.cache):
         raise ConfigError("pass the cache folder once: --out and --cache name the same thing for `lacy data`")
     for name in ("prompt", "subject"):
@@ -206,6 +206,14 @@ def _check_outputs(args: argparse.Namespace) -> None:
             check_writable(out, directory=True)
     elif out:
         check_writable(out)
+
+
+def _needs_reference(method: str, corpus: str) -> bool:
+    """Whether ``lacy train --method METHOD --corpus CORPUS`` uses a reference model (``--reference``)."""
+    from lacy.data.corpora import get_corpus
+    from lacy.train.selection import JUDGES, get_method
+
+    return get_method(method).needs_reference(JUDGES[get_corpus(corpus).judge])
 
 
 def run(args: argparse.Namespace) -> Any:
@@ -282,8 +290,10 @@ def run(args: argparse.Namespace) -> Any:
         return summary
 
     if cmd == "knowledge":
-        if args.corpus != "synthbio":
-            raise ConfigError(f"lacy knowledge needs --corpus synthbio (a world with a knowledge base), got {args.corpus!r}")
+        from lacy.data.corpora import get_corpus
+
+        if get_corpus(args.corpus).world(profile, args.seed) is None:
+            raise ConfigError(f"lacy knowledge needs a corpus with a world and its knowledge base (synthbio), got {args.corpus!r}")
         from lacy.evaluate.knowledge import knowledge
 
         frame, summary = knowledge(args.model, profile, per_tier=args.per_tier, seed=args.seed)

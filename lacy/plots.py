@@ -142,14 +142,16 @@ HELPER_ALONE = "helper alone"
 """``method`` label of the helper-alone endpoint (call rate 100%) in a sweep frame."""
 
 
-def factscore_vs_call_rate(sweep, title: str = "FactScore of the cascade against its call rate") -> Figure:
-    """FactScore (0-100) against the achieved call rate (%), one line per method, one panel per helper.
+def factscore_vs_call_rate(sweep, title: str = "FactScore of the cascade against its call rate", *, metric: str = "factscore",
+                           ylabel: str = "FactScore (0-100)") -> Figure:
+    """``metric`` (a fraction, drawn ×100: FactScore, precision or recall) against the achieved call rate
+    (%), one line per method, one panel per helper.
 
-    ``sweep`` is a tidy frame with ``helper, method, call_rate, factscore`` (fractions, as
+    ``sweep`` is a tidy frame with ``helper, method, call_rate`` and ``metric`` (fractions, as
     :func:`lacy.evaluate.run.sweep` returns them). The SLM-alone points (target rate 0) are squares;
     rows whose method is :data:`HELPER_ALONE` are drawn as a black star with a dotted level line.
     """
-    frame = sweep.assign(call_pct=100 * sweep["call_rate"], score=100 * sweep["factscore"].astype(float))
+    frame = sweep.assign(call_pct=100 * sweep["call_rate"], score=100 * sweep[metric].astype(float))
     helpers = list(dict.fromkeys(frame["helper"]))
     fig, axes = new_figure(1, len(helpers), figsize=(5.6 * len(helpers), 4.2), sharey=True, squeeze=False)
     curves = frame[frame["method"] != HELPER_ALONE]
@@ -168,7 +170,7 @@ def factscore_vs_call_rate(sweep, title: str = "FactScore of the cascade against
             ax.scatter(top["call_pct"], top["score"], marker="*", s=160, color=METHOD_COLORS[HELPER_ALONE], zorder=3,
                        label="helper alone (100%)")
         ax.set_xlim(-3, 103)
-        finish(ax, f"{title}\nhelper: {helper}", "achieved call rate (% of SLM steps)", "FactScore (0-100)")
+        finish(ax, f"{title}\nhelper: {helper}", "achieved call rate (% of SLM steps)", ylabel)
     handles, labels = [], []
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):

@@ -53,22 +53,25 @@ def test_without_call_masks_only_the_call_column():
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_the_corpus_adapter_gives_what_evaluation_uses_today(corpus, smoke_profile):
-    """Documents, references and subject candidates agree with lacy.evaluate.run's own corpus branches,
-    so evaluation can switch to the adapter without changing a number."""
+def test_evaluation_subjects_come_from_the_corpus_adapter(corpus, smoke_profile):
+    """Subjects, their exposure groups, prompts and the helper's references are the adapter's: synthbio
+    groups people by the world's tiers, vitalwiki by the top decile of summary length."""
+    from lacy.data.corpora import frequency_labels
     from lacy.evaluate import run as evaluation
 
     adapter = get_corpus(corpus)
     documents, world = adapter.documents(smoke_profile, 0)
     assert (world is None) == (corpus == "vitalwiki")
-    assert documents == evaluation._corpus_documents(corpus, smoke_profile, 0)[0]
     assert adapter.references(documents) == evaluation.reference_documents(corpus, smoke_profile, 0, world)
     candidates = adapter.subject_candidates(documents, world)
+    labels, strata = adapter.exposure_groups(candidates, world)
+    if corpus == "synthbio":
+        assert strata == tuple(world.tiers) and labels == [world.person(c.name).tier for c in candidates]
+    else:
+        assert strata == ("frequent", "rare") and labels == frequency_labels([c.exposure for c in candidates])
     chosen = evaluation.subjects(corpus, smoke_profile, 0, world)
-    by_name = {c.name: c for c in candidates}
-    assert all(s.n_docs == by_name[s.name].n_docs for s in chosen)
-    labels = evaluation.frequency_labels([c.exposure for c in candidates])
-    assert all(labels[list(by_name).index(s.name)] == s.frequency for s in chosen)
+    by_name = {c.name: (c, label) for c, label in zip(candidates, labels)}
+    assert all(s.n_docs == by_name[s.name][0].n_docs and s.frequency == by_name[s.name][1] for s in chosen)
     nlp = None
     if adapter.prompt_needs_nlp:
         from lacy.data.annotate import load_spacy

