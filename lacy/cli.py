@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> Any:
         from lacy.data.corpora import get_corpus
 
         if get_corpus(args.corpus).world(profile, args.seed) is None:
-            raise ConfigError(f"lacy knowledge needs a corpus with a world and its knowledge base (synthbio), got {args.corpus!r}")
+            raise ConfigError(f"lacy knowledge needs --corpus synthbio (a corpus with a world and its knowledge base), got {args.corpus!r}")
         from lacy.evaluate.knowledge import knowledge
 
         frame, summary = knowledge(args.model, profile, per_tier=args.per_tier, seed=args.seed)

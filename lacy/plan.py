@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lacy.profiles import METHODS, ModelConfig, Profile, check_choice, get_profile
+from lacy.profiles import METHODS, ModelConfig, Profile, check_choice, get_profile, resolve_processes
 
 # Published dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s, in the precision
 # precision=auto picks on that card (fp16 where there are no bf16 units: 16-mixed).
@@ -213,7 +213,8 @@ def plan(profile: Profile, this_machine_peak: float | None = None, chapters: tup
     plans = []
     for chapter in chapters:
         work = chapter_work(chapter, profile)
-        seconds = {device: sum(w.seconds(peak, profile.data.annotate_processes) for w in work) for device, peak in peaks.items()}
+        processes = resolve_processes(profile.data.annotate_processes)  # "auto": this machine's cores
+        seconds = {device: sum(w.seconds(peak, processes) for w in work) for device, peak in peaks.items()}
         plans.append(ChapterPlan(chapter, profile.name, work, seconds))
     return plans
 

