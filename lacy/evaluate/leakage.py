@@ -35,6 +35,7 @@ from lacy.data.datamodule import LacyDataModule
 from lacy.data.tokenizer import call_token_id
 from lacy.evaluate.signals import token_bytes
 from lacy.profiles import Profile, check_choice
+from lacy.train.objective import without_call
 
 if TYPE_CHECKING:
     from lacy.evaluate.cascade_run import CascadeRun
@@ -113,7 +114,7 @@ def leakage_probe(model: Any, tokenizer: Any, data: Any, *, tau: float | None = 
             targets, valid = batch["targets"], batch["valid"].bool()
             p_call = torch.softmax(logits, dim=-1)[..., call_id]
             would_call = logits.argmax(-1).eq(call_id) if tau is None else p_call.ge(tau)
-            predicted = logits.index_fill(-1, torch.tensor([call_id]), float("-inf")).argmax(-1)
+            predicted = without_call(logits, call_id).argmax(-1)
             fact = valid & batch[fact_flag].bool()
             nonfact = valid & ~fact
             n_nonfact += int(nonfact.sum())
