@@ -118,10 +118,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    n_subjects: int = 80
-    max_new_tokens: int = 48  # 0 = auto: 1.5x the longest training document, so generation ends at end-of-text
+    n_subjects: int = 240  # stratified evenly over the world's exposure tiers
+    max_new_tokens: int = 0  # 0 = auto: 1.5x the longest training document, so generation ends at end-of-text
     budget: float = 0.22  # the paper's main call budget
-    sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.22, 0.4, 0.6, 0.8, 1.0)
+    sweep_rates: tuple[float, ...] = (0.0, 0.1, 0.22, 0.4, 0.6, 1.0)  # spans the 10/22/40% equal-rate comparison
     gamma: int = 10  # FActScore length penalty
     calibration_docs: int = 64
     batch_size: int = 32  # prompts the cascade decodes together (greedy outputs do not depend on it)

@@ -144,7 +144,8 @@ def chapter_status(results: Mapping[str, ChapterResults], chapters: list[str]) -
 
 
 def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.DataFrame]:
-    """Cross-chapter tables found in ``tidy``: FactScore at ``budget``, signal AUROCs, bench ratios.
+    """Cross-chapter tables found in ``tidy``: precision and recall at ``budget`` with their intervals
+    (:func:`interval_table`), FactScore at ``budget``, signal AUROCs, bench ratios.
 
     Returns only the tables for which numbers exist, keyed by a caption. FactScore is pivoted to
     method × corpus when both columns are present (the paper's main budget is 22%, §5); AUROC is
@@ -154,6 +155,9 @@ def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.Da
     if tidy.empty:
         return tables
     metric = tidy["metric"].astype(str).str.lower()
+    intervals = interval_table(tidy, budget)
+    if intervals is not None:
+        tables[f"Precision and recall at a {budget:.0%} call budget (95% CI, pooled over training seeds)"] = intervals
     factscore = tidy[metric.str.contains("factscore")]
     if "budget" in factscore.columns:
         at_budget = pd.to_numeric(factscore["budget"], errors="coerce")
@@ -168,6 +172,37 @@ def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.Da
         tables["Benchmark ratios"] = ratios.dropna(axis=1, how="all").reset_index(drop=True)
     return tables
 
+
+def interval_table(tidy: pd.DataFrame, budget: float = 0.22) -> pd.DataFrame | None:
+    """Precision and recall at ``budget`` as "value [lo, hi]" (percent) per corpus × helper × method,
+    with the achieved call rate and the number of training seeds pooled; None when no chapter saved
+    ``precision_at_budget`` with its ``_ci_lo``/``_ci_hi`` bounds (chapter 4 does)."""
+    wanted = {f"{m}_at_budget{end}" for m in ("precision", "recall") for end in ("", "_ci_lo", "_ci_hi")}
+    rows = tidy[tidy["metric"].isin(wanted | {"call_rate_at_budget", "n_seeds_at_budget"})]
+    if "budget" in rows.columns:
+        rows = rows[np.isclose(pd.to_numeric(rows["budget"], errors="coerce"), budget)]
+    if not {"precision_at_budget_ci_lo", "precision_at_budget"} <= set(rows["metric"]):
+        return None
+    index = [c for c in ("corpus", "helper", "method") if c in rows.columns]
+    wide = rows.pivot_table(index=index, columns="metric", values="value", aggfunc="first")
+    out = pd.DataFrame(index=wide.index)
+    missing = pd.Series(np.nan, index=wide.index)
+    for m in ("precision", "recall"):
+        value, lo, hi = (wide[name] if (name := f"{m}_at_budget{end}") in wide else missing for end in ("", "_ci_lo", "_ci_hi"))
+        out[f"{m} % (95% CI)"] = [_with_interval(v, a, b) for v, a, b in zip(value, lo, hi)]
+    if "call_rate_at_budget" in wide:
+        out["achieved call rate %"] = (100 * wide["call_rate_at_budget"]).round(1)
+    if "n_seeds_at_budget" in wide:
+        out["training seeds"] = wide["n_seeds_at_budget"].astype("Int64")
+    return out
+
+
+def _with_interval(value: float, lo: float, hi: float) -> str:
+    if pd.isna(value):
+        return "–"
+    if pd.isna(lo) or pd.isna(hi):
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 # --- helpers ---

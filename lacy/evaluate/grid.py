@@ -6,10 +6,17 @@ spec string; an LM helper is built once and shared by every run of the grid) and
 
 * :func:`sweep_grid`: ``helper, method, target_rate, tau`` and :data:`lacy.evaluate.run.SWEEP_COLUMNS`;
   the helper alone (``method`` = :data:`lacy.plots.HELPER_ALONE`, rate 1: every step calls) once per helper.
-* :func:`budget_grid`: :attr:`BudgetGrid.table` (``helper, method`` and :data:`BUDGET_COLUMNS`),
-  :attr:`BudgetGrid.by_frequency` (``helper, method, frequency, factscore``), the per-generation
-  frames (:meth:`lacy.evaluate.cascade_run.CascadeRun.frame`) and summaries (with per-subject counts) by
-  ``(helper, method)``, and :meth:`BudgetGrid.comparisons` (paired-bootstrap differences).
+* :func:`budget_grid`: :attr:`BudgetGrid.table` (``helper, method``, :data:`BUDGET_COLUMNS`, the 95%
+  intervals ``precision_lo, precision_hi, recall_lo, recall_hi`` and ``n_seeds``),
+  :attr:`BudgetGrid.by_frequency` (``helper, method, frequency, precision, recall, factscore``), the
+  per-generation frames (:meth:`lacy.evaluate.cascade_run.CascadeRun.frame`, first training seed) and
+  summaries (pooled over training seeds, with per-subject counts) by ``(helper, method)``, and
+  :meth:`BudgetGrid.comparisons` (paired-bootstrap differences pooled over seeds).
+* :func:`at_achieved_rates`: a :func:`sweep_grid` frame interpolated at equal *achieved* call rates.
+
+A method given several run folders (one per training seed) is evaluated once per seed on the same
+subjects; its numbers are seed averages and its intervals come from the subject bootstrap pooled over
+seeds (:mod:`lacy.evaluate.stats`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import json
+
+import numpy as np
 import pandas as pd
 
 from lacy.evaluate.run import evaluate, sweep
@@ -86,26 +96,102 @@ class BudgetGrid:
         return pd.DataFrame(rows)
 
 
-def budget_grid(runs: Mapping[str, str | Path], helpers: Mapping[str, "Helper | str"], corpus: str, profile: Profile,
-                seed: int, *, budget: float, subjects: Sequence["Subject"] | None = None,
+def run_folders(runs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One run folder, or one per training seed, as a list."""
+    return [Path(runs)] if isinstance(runs, (str, Path)) else [Path(run) for run in runs]
+
+
+def training_seed(run: str | Path) -> int:
+    """The training seed recorded in a run's ``summary.json`` (a run folder or its ``model`` folder)."""
+    folder = Path(run)
+    for candidate in (folder / "summary.json", folder.parent / "summary.json"):
+        if candidate.is_file():
+            return int(json.loads(candidate.read_text())["seed"])
+    raise FileNotFoundError(f"no summary.json in {folder} or its parent: pass run folders written by `lacy train`")
+
+
+def pool_seeds(summaries: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """One summary for several training seeds evaluated on the same subjects.
+
+    The headline metrics, their ``ci95`` and ``by_tier`` come from :func:`lacy.evaluate.stats.summarize`
+    over the per-subject counts of every seed (seed averages; bootstrap over subjects, pooled over
+    seeds); the scalar extras (γ FactScore, facts per response, totals) are seed means;
+    ``training_seeds`` lists the seeds.
+    """
+    from lacy.evaluate.stats import summarize
+
+    if len(summaries) != len(seeds) or not summaries:
+        raise ValueError(f"pool_seeds needs one summary per seed, got {len(summaries)} summaries for seeds {list(seeds)}")
+    if len(summaries) == 1:
+        return {**summaries[0], "n_seeds": 1, "training_seeds": list(seeds)}
+    counts = pd.concat([pd.DataFrame(s["subjects"]).assign(seed=seed) for s, seed in zip(summaries, seeds)], ignore_index=True)
+    means = {key: _mean([s.get(key) for s in summaries])
+             for key in ("factscore", "facts_per_response", "unresolved_calls", "n_calls", "slm_tokens", "helper_tokens", "seconds", "flops_per_token")}
+    tiers = {tier for s in summaries for tier in s.get("by_frequency", {})}
+    by_frequency = {tier: _mean([s.get("by_frequency", {}).get(tier) for s in summaries]) for tier in sorted(tiers)}
+    return {**summaries[0], **means, "by_frequency": by_frequency, **summarize(counts, "tier"), "training_seeds": list(seeds)}
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    present = [float(v) for v in values if v is not None and np.isfinite(float(v))]
+    return float(np.mean(present)) if present else None
+
+
+def budget_grid(runs: Mapping[str, str | Path | Sequence[str | Path]], helpers: Mapping[str, "Helper | str"], corpus: str,
+                profile: Profile, seed: int, *, budget: float, subjects: Sequence["Subject"] | None = None,
                 cache_root: str | Path | None = None, device: str = "cpu") -> BudgetGrid:
-    """:func:`lacy.evaluate.run.evaluate` with the budget policy at ``budget`` for every helper × method."""
+    """:func:`lacy.evaluate.run.evaluate` with the budget policy at ``budget`` for every helper × method.
+
+    ``runs``: method → a run folder, or a list of them (one per training seed; pooled, see the module
+    docstring). ``seed`` is the evaluation seed (subjects, calibration text), the same for every run.
+    """
     rows: list[dict[str, Any]] = []
     by_frequency: list[dict[str, Any]] = []
     frames: dict[tuple[str, str], pd.DataFrame] = {}
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
     for name, helper in helpers.items():
-        for method, run in runs.items():
-            result = evaluate(run, corpus, profile, seed, helper=helper, policy="budget", budget=budget, subjects=subjects,
-                              cache_root=cache_root, device=device)
-            summary = result.summary()
-            rows.append({"helper": name, "method": method, **{key: summary[key] for key in BUDGET_COLUMNS}})
-            by_frequency += [{"helper": name, "method": method, "frequency": group, "factscore": score}
-                             for group, score in summary["by_frequency"].items()]
-            frames[name, method] = result.frame()
+        for method, method_runs in runs.items():
+            folders = run_folders(method_runs)
+            results = [evaluate(folder, corpus, profile, seed, helper=helper, policy="budget", budget=budget, subjects=subjects,
+                                cache_root=cache_root, device=device) for folder in folders]
+            summary = pool_seeds([result.summary() for result in results], [training_seed(folder) for folder in folders])
+            intervals = {f"{metric}_{end}": (summary["ci95"].get(metric) or [None, None])[i]
+                         for metric in ("precision", "recall") for i, end in enumerate(("lo", "hi"))}
+            rows.append({"helper": name, "method": method, **{key: summary[key] for key in BUDGET_COLUMNS}, **intervals,
+                         "n_seeds": summary["n_seeds"]})
+            by_frequency += [{"helper": name, "method": method, "frequency": tier, "precision": values.get("precision"),
+                              "recall": values.get("recall"), "factscore": summary["by_frequency"].get(tier)}
+                             for tier, values in summary.get("by_tier", {}).items()]
+            frames[name, method] = results[0].frame()
             summaries[name, method] = summary
     table = pd.DataFrame(rows).astype({"factscore": float})
-    return BudgetGrid(table, pd.DataFrame(by_frequency).astype({"factscore": float}), frames, summaries)
+    return BudgetGrid(table, pd.DataFrame(by_frequency).astype({"factscore": float, "precision": float, "recall": float}),
+                      frames, summaries)
+
+
+def at_achieved_rates(curve: pd.DataFrame, rates: Sequence[float] = (0.10, 0.22, 0.40),
+                      metrics: Sequence[str] = ("precision", "recall")) -> pd.DataFrame:
+    """Each (helper, method) of a :func:`sweep_grid` frame read off at equal *achieved* call rates.
+
+    Methods reach different achieved rates at the same calibrated target (their P(<CALL>) on the
+    evaluated subjects differs from the held-out text), so comparing them at a target rate compares
+    different amounts of help. Here each metric is linearly interpolated against the achieved
+    ``call_rate`` of the sweep (rates outside a method's achieved range give NaN, never an
+    extrapolation). Point estimates of one training seed. Rows: ``helper, method, rate`` and ``metrics``.
+    """
+    rows = []
+    for (helper, method), part in curve[curve["method"] != HELPER_ALONE].groupby(["helper", "method"], sort=False):
+        part = part.dropna(subset=["call_rate"]).sort_values("call_rate")
+        achieved = part["call_rate"].to_numpy(float)
+        for rate in rates:
+            row = {"helper": helper, "method": method, "rate": rate}
+            for metric in metrics:
+                values = part[metric].astype(float).to_numpy()
+                keep = np.isfinite(values)
+                inside = keep.sum() >= 2 and achieved[keep].min() <= rate <= achieved[keep].max()
+                row[metric] = float(np.interp(rate, achieved[keep], values[keep])) if inside else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def factscore_at(frame: pd.DataFrame, rate: float, **labels: str) -> float:

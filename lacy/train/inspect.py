@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -25,6 +25,20 @@ def run_summaries(run_dirs: Mapping[str, Path]) -> pd.DataFrame:
         summary = json.loads((Path(folder) / "summary.json").read_text())
         rows.append({"method": method, **{k: summary.get(k) for k in SUMMARY_COLUMNS}})
     return pd.DataFrame(rows).set_index("method")
+
+
+def seed_spread(seed_runs: Mapping[str, Sequence[Path]], columns: Sequence[str] = ("call_fraction", "val_loss_fact", "val_loss_nonfact")) -> pd.DataFrame:
+    """Per method, the mean, standard deviation and range over training seeds of the ``summary.json``
+    fields ``columns``: one row per method, columns ``(field, statistic)`` and ``n_seeds``."""
+    rows = []
+    for method, folders in seed_runs.items():
+        for folder in folders:
+            summary = json.loads((Path(folder) / "summary.json").read_text())
+            rows.append({"method": method, "seed": summary.get("seed"), **{c: summary.get(c) for c in columns}})
+    frame = pd.DataFrame(rows)
+    table = frame.groupby("method", sort=False)[list(columns)].agg(["mean", "std", "min", "max"])
+    table[("n_seeds", "")] = frame.groupby("method", sort=False)["seed"].nunique()
+    return table
 
 
 def training_results(summary: pd.DataFrame, corpus: str, bench: dict | None = None) -> pd.DataFrame:

@@ -17,6 +17,7 @@ trains once and is reused.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -41,7 +42,7 @@ from lacy.train.compile import compile_cache_dir, resolve_compile
 from lacy.train.model import autocast_dtype, build_slm, count_parameters, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
 from lacy.train.objective import token_terms, without_call
-from lacy.train.run_folder import check_run_folder, resume_checkpoint, run_settings, write_run_record
+from lacy.train.run_folder import check_run_folder, resume_checkpoint, run_settings, training_config, write_run_record
 from lacy.train.selection import JUDGES, get_method
 
 
@@ -89,8 +90,9 @@ def resolve_accelerator(requested: str) -> str:
 
 
 def profile_hash(profile: Profile) -> str:
-    """8 hex digits identifying every setting of ``profile`` (overrides included)."""
-    return hashlib.sha256(profile.to_json().encode()).hexdigest()[:8]
+    """8 hex digits identifying every setting of ``profile`` that training depends on (overrides
+    included; :data:`lacy.train.run_folder.EVALUATION_ONLY` sections excluded)."""
+    return hashlib.sha256(json.dumps(training_config(profile), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_dir(corpus: str, method: str, profile: Profile, seed: int, root: str | Path = "runs") -> Path:
@@ -119,6 +121,26 @@ def get_or_train_methods(corpus: str, methods: Sequence[str], profile: Profile, 
         runs[method] = get_or_train(corpus, method, profile, seed, root=root, cache_root=cache_root, progress=progress)
         if log is not None:
             log(f"{method:>13}: {time.perf_counter() - started:6.1f} s  ({runs[method].name})")
+    return runs
+
+
+def get_or_train_seeds(corpus: str, methods: Sequence[str], profile: Profile, seeds: Sequence[int], root: str | Path = "runs",
+                       cache_root: str | Path | None = None, progress: bool = False,
+                       log: Callable[[str], None] | None = print) -> dict[str, list[Path]]:
+    """:func:`get_or_train` for each of ``methods`` × training ``seeds``: method -> run folders, one per
+    seed in the order given. The data (world, split) is fixed by ``world.seed``, so the seeds differ in
+    initialisation, batch order and selection sampling only."""
+    if not seeds:
+        raise ValueError("get_or_train_seeds needs at least one training seed, e.g. seeds=[0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"training seeds must be distinct, got {list(seeds)}")
+    runs: dict[str, list[Path]] = {}
+    for method in methods:
+        for seed in seeds:
+            started = time.perf_counter()
+            runs.setdefault(method, []).append(get_or_train(corpus, method, profile, seed, root=root, cache_root=cache_root, progress=progress))
+            if log is not None:
+                log(f"{method:>13} seed {seed}: {time.perf_counter() - started:6.1f} s  ({runs[method][-1].name})")
     return runs
 
 

@@ -22,11 +22,19 @@ from lacy.profiles import ConfigError, Profile
 RUN_RECORD = "run.json"
 # Settings that change how fast a run goes, never what it computes: they may differ on resumption.
 TRANSIENT_SETTINGS = {"data": ("annotate_processes", "annotate_batch_size"), "train": ("num_workers",)}
+EVALUATION_ONLY = ("eval", "hub_helper")
+"""Profile sections that do not change what training produces: not part of a run's settings (nor of its
+folder name), so changing how models are evaluated (subjects, generation length) reuses trained runs."""
+
+
+def training_config(profile: Profile) -> dict[str, Any]:
+    """The profile's settings that training depends on: everything but :data:`EVALUATION_ONLY`."""
+    return {key: value for key, value in profile.to_dict().items() if key not in EVALUATION_ONLY}
 
 
 def run_settings(corpus: str, method: str, profile: Profile, seed: int, cache_key: str) -> dict[str, Any]:
     """The settings that determine a run's result (recorded in ``run.json``)."""
-    config = profile.to_dict()
+    config = training_config(profile)
     for section, names in TRANSIENT_SETTINGS.items():
         config[section] = {k: v for k, v in config[section].items() if k not in names}
     return json.loads(json.dumps({"method": method, "corpus": corpus, "seed": seed, "profile": profile.name,
