@@ -145,7 +145,7 @@ def chapter_status(results: Mapping[str, ChapterResults], chapters: list[str]) -
 
 def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.DataFrame]:
     """Cross-chapter tables found in ``tidy``: precision and recall at ``budget`` with their intervals
-    (:func:`interval_table`), FactScore at ``budget``, signal AUROCs, bench ratios.
+    (:func:`interval_table`), LaCy's paired differences to each baseline (:func:`comparison_table`), FactScore at ``budget``, signal AUROCs, bench ratios.
 
     Returns only the tables for which numbers exist, keyed by a caption. FactScore is pivoted to
     method × corpus when both columns are present (the paper's main budget is 22%, §5); AUROC is
@@ -158,6 +158,9 @@ def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.Da
     intervals = interval_table(tidy, budget)
     if intervals is not None:
         tables[f"Precision and recall at a {budget:.0%} call budget (95% CI, pooled over training seeds)"] = intervals
+    differences = comparison_table(tidy, budget)
+    if differences is not None:
+        tables[f"LaCy minus each baseline at a {budget:.0%} call budget (points, 95% CI of the difference)"] = differences
     factscore = tidy[metric.str.contains("factscore")]
     if "budget" in factscore.columns:
         at_budget = pd.to_numeric(factscore["budget"], errors="coerce")
@@ -195,6 +198,29 @@ def interval_table(tidy: pd.DataFrame, budget: float = 0.22) -> pd.DataFrame | N
     if "n_seeds_at_budget" in wide:
         out["training seeds"] = wide["n_seeds_at_budget"].astype("Int64")
     return out
+
+
+def comparison_table(tidy: pd.DataFrame, budget: float = 0.22, prefix: str = "lacy_minus_") -> pd.DataFrame | None:
+    """Paired differences saved as ``{prefix}{metric}`` (value: the difference, ``_ci_lo``/``_ci_hi``: its
+    95% interval; ``method``: the baseline) at ``budget``, as "diff [lo, hi]" in points per corpus ×
+    helper × baseline, with the verdict of :func:`lacy.evaluate.stats.direction` per metric; None when
+    no chapter saved any (chapter 4 does)."""
+    from lacy.evaluate.stats import direction
+
+    rows = tidy[tidy["metric"].astype(str).str.startswith(prefix)]
+    if "budget" in rows.columns:
+        rows = rows[np.isclose(pd.to_numeric(rows["budget"], errors="coerce"), budget)]
+    if rows.empty:
+        return None
+    index = [c for c in ("corpus", "helper", "method") if c in rows.columns]
+    wide = rows.pivot_table(index=index, columns="metric", values="value", aggfunc="first")
+    out = pd.DataFrame(index=wide.index)
+    metrics = sorted({name[len(prefix):].removesuffix("_ci_lo").removesuffix("_ci_hi") for name in wide.columns})
+    for m in metrics:
+        value, lo, hi = (wide.get(f"{prefix}{m}{end}", pd.Series(np.nan, index=wide.index)) for end in ("", "_ci_lo", "_ci_hi"))
+        out[f"{m} (points)"] = [_with_interval(v, a, b) for v, a, b in zip(value, lo, hi)]
+        out[f"{m}: verdict"] = [direction({"ci95": None if pd.isna(a) or pd.isna(b) else [a, b]}) for a, b in zip(lo, hi)]
+    return out.rename_axis(index={"method": "baseline"})
 
 
 def _with_interval(value: float, lo: float, hi: float) -> str:

@@ -105,3 +105,16 @@ def test_run_folders_ignore_evaluation_settings(smoke_profile):
     trained_differently = smoke_profile.override({"train.max_steps": "7"})
     assert run_dir("synthbio", "lacy", evaluated_differently, 0) == run_dir("synthbio", "lacy", smoke_profile, 0)
     assert run_dir("synthbio", "lacy", trained_differently, 0) != run_dir("synthbio", "lacy", smoke_profile, 0)
+
+
+def test_comparison_table_states_the_verdict_from_the_interval():
+    from lacy.results import comparison_table
+
+    rows = [{"corpus": "synthbio", "helper": "lm", "method": base, "budget": 0.22, "metric": f"lacy_minus_precision{end}", "value": v}
+            for base, values in {"standard": (0.05, 0.01, 0.09), "loss": (0.02, -0.01, 0.05)}.items()
+            for end, v in zip(("", "_ci_lo", "_ci_hi"), values)]
+    table = comparison_table(pd.DataFrame(rows), 0.22)
+    assert table.loc[("synthbio", "lm", "standard"), "precision (points)"] == "5.0 [1.0, 9.0]"
+    assert table.loc[("synthbio", "lm", "standard"), "precision: verdict"] == "ahead"
+    assert table.loc[("synthbio", "lm", "loss"), "precision: verdict"] == "no significant difference"
+    assert comparison_table(pd.DataFrame(rows).assign(budget=0.4), 0.22) is None

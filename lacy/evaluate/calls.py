@@ -145,7 +145,7 @@ def evaluate_calls(model_dir: Any, corpus: str, profile: Any, seed: int, *, help
     The threshold on P(``<CALL>``) is calibrated on held-out text for the target rate ``budget``
     (as in :func:`lacy.evaluate.run.sweep`); ``helper`` is a built helper or a
     :func:`~lacy.cascade.specs.build_helper` spec run on ``device``. Returns ``(summary, outcomes)``:
-    the summary has ``factscore, respond_ratio, facts_per_response, call_rate, target_rate, helper,
+    the summary has ``precision, recall, ci95`` (over subjects), ``factscore, respond_ratio, facts_per_response, call_rate, target_rate, helper,
     method, n_subjects`` and every key of :func:`call_value`.
     """
     from lacy.evaluate.cascade_run import EvaluationContext, run_cascade
@@ -156,6 +156,6 @@ def evaluate_calls(model_dir: Any, corpus: str, profile: Any, seed: int, *, help
     references = {s: "\n".join(texts) for s, texts in reference_documents(corpus, profile, seed, ctx.world).items()}
     outcomes = call_outcomes(ctx.model, ctx.tokenizer, [s.name for s in run.subjects], run.generations, references)
     full = run.summary()
-    summary = {key: full[key] for key in ("factscore", "respond_ratio", "facts_per_response", "call_rate", "helper",
-                                          "method", "n_subjects")}
+    summary = {key: full[key] for key in ("precision", "recall", "ci95", "factscore", "respond_ratio", "facts_per_response", "call_rate",
+                                          "helper", "method", "n_subjects")}
     return {**summary, "target_rate": budget, **call_value(outcomes)}, outcomes
