@@ -112,6 +112,8 @@ def test_wording():
     entry = {"precision": {"diff": 0.041, "ci95": [0.012, 0.07]}, "recall": {"diff": 0.01, "ci95": [-0.02, 0.04]}, "n_subjects": 240}
     assert describe(entry, "lacy", "standard") == "lacy is ahead of standard on precision: +4.1 points (95% CI +1.2 to +7.0, 240 subjects)"
     assert describe(entry, "lacy", "standard", "recall").startswith("no significant difference between lacy and standard on recall")
+    behind = {"precision": {"diff": -0.063, "ci95": [-0.084, -0.044]}, "n_subjects": 240}
+    assert describe(behind, "lacy", "standard").startswith("lacy is behind standard on precision: -6.3 points")
     with pytest.raises(KeyError, match="no metric"):
         describe(entry, metric="f1")
 

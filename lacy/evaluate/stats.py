@@ -181,7 +181,8 @@ def direction(entry: Mapping[str, Any]) -> str:
 
 def describe(comparison: Mapping[str, Any], a: str = "A", b: str = "B", metric: str = "precision", *, percent: bool = True) -> str:
     """One sentence for one metric of :func:`compare`: "A is ahead of B on precision: +4.1 points
-    (95% CI +1.2 to +7.0)" or "no significant difference between A and B on recall: ..."."""
+    (95% CI +1.2 to +7.0)", "A is behind B on ..." or "no significant difference between A and B on
+    recall: ..."."""
     if metric not in comparison:
         raise KeyError(f"the comparison has no metric {metric!r}; it has {[k for k in comparison if k != 'n_subjects']}")
     entry = comparison[metric]
@@ -194,7 +195,8 @@ def describe(comparison: Mapping[str, Any], a: str = "A", b: str = "B", metric: 
         detail += f" (95% CI {scale * lo:+.1f} to {scale * hi:+.1f}, {comparison.get('n_subjects', '?')} subjects)"
     if word == "no significant difference":
         return f"no significant difference between {a} and {b} on {metric}: {detail}"
-    return f"{a} is {word} of {b} on {metric}: {detail}"
+    relation = "ahead of" if word == "ahead" else "behind"
+    return f"{a} is {relation} {b} on {metric}: {detail}"
 
 
 def summarize(results: Counts, group_column: str | None = "tier", *, n_boot: int = N_BOOTSTRAP, seed: int = 0,
