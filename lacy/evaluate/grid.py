@@ -21,11 +21,10 @@ seeds (:mod:`lacy.evaluate.stats`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
-
-import json
 
 import numpy as np
 import pandas as pd
