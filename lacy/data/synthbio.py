@@ -30,7 +30,7 @@ import datetime
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Sequence
 
 from lacy.data.corpus import Document, FactSpan
@@ -241,9 +241,12 @@ class World:
     @classmethod
     def from_config(cls, world_cfg: "WorldConfig") -> "World":
         """Generate from a ``lacy.profiles.WorldConfig``; the world's seed is ``world_cfg.seed`` (the
-        training seed never changes the world, so runs with different seeds share one corpus)."""
-        return cls.generate(ExposureLaw.from_config(world_cfg), seed=world_cfg.seed,
-                            remarks_per_doc=world_cfg.remarks_per_doc, name_repeat=world_cfg.name_repeat)
+        training seed never changes the world, so runs with different seeds share one corpus).
+
+        One world per configuration and process: a world is a pure function of its configuration, and
+        its biographies take seconds to write, which every evaluation of a grid would otherwise repeat.
+        """
+        return _world_of(cls, world_cfg)
 
     # -- knowledge base and tiers ------------------------------------------------------------------
 
@@ -401,3 +404,9 @@ class World:
         from lacy.data.synthbio_card import card_markdown
 
         return card_markdown(self.card())
+
+
+@lru_cache(maxsize=4)
+def _world_of(cls: type[World], world_cfg: "WorldConfig") -> World:
+    return cls.generate(ExposureLaw.from_config(world_cfg), seed=world_cfg.seed,
+                        remarks_per_doc=world_cfg.remarks_per_doc, name_repeat=world_cfg.name_repeat)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from lacy.cascade.policies import CallPolicy
     from lacy.evaluate.factscore import FactScore, FactScoreResult
 
+_GENERATION_CAPS: dict[tuple, int] = {}  # EvaluationContext.max_new_tokens, per corpus, world, data and tokenizer
+
 
 def model_folder(model_dir: str | Path) -> Path:
     """The exported model folder: ``model_dir`` itself, or ``model_dir/model`` for a training run folder."""
@@ -135,8 +137,13 @@ class EvaluationContext:
         from lacy.data.corpora import get_corpus
         from lacy.evaluate.metrics import generation_cap
 
-        documents, _ = get_corpus(self.corpus).documents(self.profile, self.seed, self.world)
-        return generation_cap(self.tokenizer, [d.text for d in documents if d.split == "train"])
+        corpus = get_corpus(self.corpus)
+        key = (self.corpus, self.profile.world, self.profile.data, self.seed if corpus.seed_draws_split else None,
+               self.tokenizer.backend_tokenizer.to_str())
+        if key not in _GENERATION_CAPS:  # one per corpus and tokenizer: a grid evaluates many runs of one world
+            documents, _ = corpus.documents(self.profile, self.seed, self.world)
+            _GENERATION_CAPS[key] = generation_cap(self.tokenizer, [d.text for d in documents if d.split == "train"])
+        return _GENERATION_CAPS[key]
 
     @cached_property
     def scorer(self) -> "FactScore":
