@@ -18,9 +18,18 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 CORPORA = ("synthbio", "vitalwiki")
-METHODS = ("standard", "lacy", "loss", "facts", "rho", "rho_excess", "judge", "random", "ignore", "ignore_facts")
+METHODS = ("standard", "lacy", "lacy_adaptive", "loss", "facts", "rho", "rho_excess", "judge", "random", "ignore", "ignore_facts")
 ARCHITECTURES = ("llama", "gpt2")
 COMPILE_MODES = ("auto", "on", "off")
+CALL_HEADS = ("token", "gate")
+
+DEFAULT_CALL_THRESHOLD = 2.0
+"""``train.call_threshold`` of ``lacy_adaptive``, in nats of the current loss (renormalised without
+``<CALL>``): a fact token is delegated while the model gives its target less than ``e^-2 ≈ 13.5%``
+(2.9 bits). Facts the model is learning pass below it within a few exposures and are learned from
+then on; the ones it cannot hold stay above. Lower values delegate more (0: every fact with any
+loss, like ``facts``); tune it with ``--set train.call_threshold=...`` and compare at equal achieved
+call rates."""
 
 
 class ConfigError(ValueError):
@@ -102,6 +111,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
+    call_threshold: float = DEFAULT_CALL_THRESHOLD  # lacy_adaptive: fact tokens above this loss (nats) -> <CALL>
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto": bf16-mixed with bf16 units, 16-mixed on older GPUs, else fp32; or "32", "bf16-mixed", "16-mixed"
     compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long GPU runs)
@@ -214,7 +224,7 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
                   "d_ff": (1, None, False)},
     TrainConfig: {"batch_size": (1, None, False), "max_steps": (1, None, False), "lr": (0, None, True),
                   "min_lr_ratio": (0, 1, False), "warmup_steps": (0, None, False), "weight_decay": (0, None, False),
-                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "val_every": (1, None, False),
+                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "call_threshold": (0, None, False), "val_every": (1, None, False),
                   "val_batches": (1, None, False), "log_every": (1, None, False), "ckpt_every": (1, None, False),
                   "num_nodes": (1, None, False), "num_workers": (0, None, False)},
     EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False), "budget": (0, 1, False),

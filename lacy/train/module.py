@@ -118,7 +118,8 @@ class LacyLM(L.LightningModule):
         if gather:
             inputs = {k: None if v is None else self._gather_rows(v) for k, v in inputs.items()}
         selection = self.spec.select(inputs, fraction=self.cfg.call_fraction, granularity=self.cfg.granularity,
-                                     generator=self._selection_generator(0 if gather else self.global_rank))
+                                     generator=self._selection_generator(0 if gather else self.global_rank),
+                                     threshold=self.cfg.call_threshold)
         if gather:
             rows = slice(self.global_rank * current.shape[0], (self.global_rank + 1) * current.shape[0])
             selection = Selection(call=selection.call[rows], learn=selection.learn[rows])
