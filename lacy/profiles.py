@@ -36,10 +36,11 @@ class ConfigError(ValueError):
     """A profile, corpus, method or override that does not exist or has an invalid value."""
 
 
-def check_choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; otherwise raise a ConfigError listing them."""
+def check_choice(kind: str, value: str, choices: tuple[str, ...] | list[str], fix: str = "") -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise raise a ConfigError listing them (and
+    saying how to ``fix`` it, when given)."""
     if value not in choices:
-        raise ConfigError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
+        raise ConfigError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}{'; ' + fix if fix else ''}")
     return value
 
 
@@ -94,11 +95,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The SLM's shape. ``call_head``: how it defers: ``"token"`` (the paper's in-vocabulary ``<CALL>``)
+    or ``"gate"`` (the Co-LLM-style ablation: a sigmoid deferral head beside the LM, trained with
+    binary cross-entropy on the same selected positions; see :mod:`lacy.train.objective`)."""
+
     arch: str = "llama"
     d_model: int = 96
     n_layer: int = 3
     n_head: int = 4
     d_ff: int = 384
+    call_head: str = "token"
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,9 @@ class Profile:
     def validate(self) -> None:
         check_choice("model.arch", self.model.arch, ARCHITECTURES)
         check_choice("helper_model.arch", self.helper_model.arch, ARCHITECTURES)
+        for section in ("model", "helper_model"):
+            check_choice(f"{section}.call_head", getattr(self, section).call_head, CALL_HEADS,
+                         fix=f"set it with --set {section}.call_head={'|'.join(CALL_HEADS)}")
         check_choice("train.granularity", self.train.granularity, ("batch", "sequence"))
         check_choice("train.precision", self.train.precision, ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
         check_choice("train.compile", self.train.compile, COMPILE_MODES)
