@@ -85,6 +85,8 @@ def test_gated_module_trains_the_gate_and_counts_ignored_positions_out():
 def test_gate_without_a_call_id_and_unknown_heads_are_refused():
     with pytest.raises(ValueError, match="call_id"):
         build_slm(GATED, VOCAB, SEQ, PAD, 1, 2, seed=0)
+    with pytest.raises(ValueError, match="call_id=4"):
+        LacyLM(build_slm(GATED, VOCAB, SEQ, PAD, 1, 2, seed=0, call_id=5), "lacy", CALL, TrainConfig())
     with pytest.raises(ConfigError, match=r"valid choices: token, gate; set it with --set model.call_head=token\|gate"):
         get_profile("smoke", {"model.call_head": "softmax"})
 
@@ -107,7 +109,9 @@ def test_gated_run_exports_loads_and_the_cascade_reads_the_gate(gated_run, tmp_p
     folder = gated_run / "model"
     assert (folder / GATE_FILE).is_file() and GATE_FILE in (folder / CHECKSUM_FILE).read_text()
     assert json.loads((folder / "config.json").read_text())["lacy_call_head"] == "gate"
+    rng = torch.random.get_rng_state()
     model, tokenizer = load_model(folder)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # loading the gate draws nothing
     head = call_gate(model)
     assert head is not None and head.call_id == tokenizer.convert_tokens_to_ids("<CALL>")
 

@@ -223,11 +223,11 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model in {directory} has {model.get_input_embeddings().num_embeddings} embeddings "
                          f"but its tokenizer has {len(tokenizer)} tokens; re-export it with export_model")
-    head = getattr(model.config, GATE_CONFIG_KEY, "token")
-    if head not in CALL_HEADS:
-        raise ValueError(f"{directory / 'config.json'} has {GATE_CONFIG_KEY}={head!r}; valid: {', '.join(CALL_HEADS)}. "
+    call_head = getattr(model.config, GATE_CONFIG_KEY, "token")
+    if call_head not in CALL_HEADS:
+        raise ValueError(f"{directory / 'config.json'} has {GATE_CONFIG_KEY}={call_head!r}; valid: {', '.join(CALL_HEADS)}. "
                          "Re-export the model with export_model")
-    if head == "gate":
+    if call_head == "gate":
         _load_call_gate(model, tokenizer, directory)
     return model.to(device).eval(), tokenizer
 
@@ -242,7 +242,8 @@ def _load_call_gate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, 
         state = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{file} is not a readable safetensors file ({err}); re-export the model with export_model") from None
-    head = attach_call_gate(model, call_token_id(tokenizer))
+    with torch.random.fork_rng(devices=[]):  # the gate's throwaway initialisation leaves the global RNG alone
+        head = attach_call_gate(model, call_token_id(tokenizer))
     expected = {k: tuple(v.shape) for k, v in head.call_gate.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if found != expected:

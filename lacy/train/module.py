@@ -75,7 +75,11 @@ class LacyLM(L.LightningModule):
         self.model = model
         self.method = method
         self.call_id = call_id
-        self.gated = call_gate(model) is not None
+        gate = call_gate(model)
+        if gate is not None and gate.call_id != call_id:
+            raise ValueError(f"the model's deferral gate writes the <CALL> column {gate.call_id} but training uses "
+                             f"call_id={call_id}; build the model with build_slm(..., call_id={call_id})")
+        self.gated = gate is not None
         self.cfg = train_cfg
         self.judge = judge
         self.seed = seed

@@ -194,9 +194,9 @@ def gate_logits_from(logits: Tensor, targets: Tensor, terms: TokenTerms, call_id
     (the modified NLL is ``lse_nc - z_y``) detached, so the gate's loss does not reach the LM's logits.
     It does reach the transformer through the gate's input, the final hidden state: the gate and the LM
     share one trunk and are trained jointly, as Co-LLM trains its deferral head with the model."""
-    z = logits.to(terms.learn.dtype)
-    lse_without_call = (z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) + terms.learn).detach()
-    return z[..., call_id] - lse_without_call
+    dtype = terms.learn.dtype
+    z_target = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(dtype)
+    return logits[..., call_id].to(dtype) - (z_target + terms.learn).detach()
 
 
 def gate_loss_sum(terms: TokenTerms, gate: Tensor, call_mask: Tensor, learn_mask: Tensor) -> tuple[Tensor, Tensor]:
