@@ -19,13 +19,15 @@ from lacy.cascade.decoder import CascadeDecoder, p_call_teacher_forced
 from lacy.cascade.hf import encode_text
 from lacy.cascade.policies import ThresholdPolicy
 from lacy.cli import main
+from lacy.data.tokenizer import call_token_id, train_tokenizer
 from lacy.io import CHECKSUM_FILE, IntegrityError
 from lacy.plan import parameters
 from lacy.profiles import ConfigError, ModelConfig, TrainConfig, get_profile
-from lacy.train.model import GATE_FILE, build_slm, call_gate, count_parameters, load_model
+from lacy.train.model import GATE_FILE, build_slm, call_gate, count_parameters, export_model, load_model
 from lacy.train.module import LacyLM
 from lacy.train.objective import gate_logits_from, gate_loss_sum, gated_call_logits, token_terms, without_call
 from lacy.train.run import run_dir
+from test_helpers import SENTENCES
 
 VOCAB, SEQ, CALL, PAD = 64, 16, 4, 0
 GATED = ModelConfig(d_model=16, n_layer=1, n_head=2, d_ff=32, call_head="gate")
@@ -80,6 +82,22 @@ def test_gated_module_trains_the_gate_and_counts_ignored_positions_out():
     assert int(stats["n_call"]) == 0 and int(stats["n_counted"]) == 4 * SEQ - round(0.6 * n_fact)
     loss.backward()
     assert call_gate(model).call_gate.weight.grad.abs().sum() > 0  # learned positions: label 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_export_and_load_give_back_the_same_gated_model(arch, tmp_path):
+    tokenizer = train_tokenizer(SENTENCES, 400)
+    cfg = ModelConfig(arch=arch, d_model=16, n_layer=1, n_head=2, d_ff=32, call_head="gate")
+    model = build_slm(cfg, len(tokenizer), 64, tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                      seed=0, call_id=call_token_id(tokenizer)).eval()
+    with torch.no_grad():
+        call_gate(model).call_gate.bias.fill_(1.5)  # not the initial value: the loaded gate must be this one
+    loaded, _ = load_model(export_model(model, tokenizer, tmp_path / arch))
+    ids = torch.tensor([encode_text(tokenizer, SENTENCES[0])])
+    with torch.inference_mode():
+        expected, got = model(input_ids=ids).logits, loaded(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert call_gate(loaded).call_gate.bias.item() == 1.5
 
 
 def test_gate_without_a_call_id_and_unknown_heads_are_refused():
