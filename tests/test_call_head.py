@@ -177,10 +177,11 @@ def test_gated_model_evaluates_and_sweeps(gated_run, cache_root, tmp_path, capsy
               "--cache", str(cache_root)]
     out = tmp_path / "eval.json"
     assert main(["evaluate", *common, "--policy", "budget", "--budget", "0.22", "--out", str(out)]) == 0
-    assert 0 <= json.loads(out.read_text())["call_rate"] <= 1
+    result = json.loads(out.read_text())
+    assert 0 <= result["call_rate"] <= 1 and result["method"] == "lacy" and result["call_head"] == "gate"
     csv = tmp_path / "sweep.csv"
     assert main(["sweep", *common, "--out", str(csv)]) == 0
     table = pd.read_csv(csv)
-    assert table.loc[table["target_rate"] == 0, "call_rate"].item() == 0
+    assert table.loc[table["target_rate"] == 0, "call_rate"].item() == 0 and set(table["call_head"]) == {"gate"}
     assert math.isclose(table.loc[table["target_rate"] == 1, "call_rate"].item(), 1.0)
     capsys.readouterr()
