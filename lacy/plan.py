@@ -87,10 +87,11 @@ class ChapterPlan:
 def parameters(cfg: ModelConfig, vocab_size: int, context: int) -> int:
     """Exact parameter count of :func:`lacy.train.model.build_slm` for ``cfg`` (tied embeddings counted once)."""
     d, f, n = cfg.d_model, cfg.d_ff, cfg.n_layer
+    gate = d + 1 if cfg.call_head == "gate" else 0  # the deferral gate: Linear(d_model, 1)
     if cfg.arch == "llama":  # q,k,v,o; gate, up, down; two RMSNorms per layer; final norm
-        return vocab_size * d + n * (4 * d * d + 3 * d * f + 2 * d) + d
+        return vocab_size * d + n * (4 * d * d + 3 * d * f + 2 * d) + d + gate
     # gpt2: token + position embeddings; qkv and output projections and the MLP with biases; two LayerNorms
-    return vocab_size * d + context * d + n * (4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d) + 2 * d
+    return vocab_size * d + context * d + n * (4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d) + 2 * d + gate
 
 
 def train_flops_per_token(cfg: ModelConfig, vocab_size: int, context: int) -> float:

@@ -34,6 +34,7 @@ FIGURE_DPI = 110
 # seaborn "colorblind" palette, fixed here so colours never depend on the order methods are plotted.
 METHOD_COLORS: dict[str, str] = {
     "lacy": "#0173b2",
+    "lacy_adaptive": "#004a7c",
     "loss": "#de8f05",
     "facts": "#029e73",
     "rho": "#d55e00",

@@ -18,19 +18,29 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Mapping
 
 CORPORA = ("synthbio", "vitalwiki")
-METHODS = ("standard", "lacy", "loss", "facts", "rho", "rho_excess", "judge", "random", "ignore", "ignore_facts")
+METHODS = ("standard", "lacy", "lacy_adaptive", "loss", "facts", "rho", "rho_excess", "judge", "random", "ignore", "ignore_facts")
 ARCHITECTURES = ("llama", "gpt2")
 COMPILE_MODES = ("auto", "on", "off")
+CALL_HEADS = ("token", "gate")
+
+DEFAULT_CALL_THRESHOLD = 2.0
+"""``train.call_threshold`` of ``lacy_adaptive``, in nats of the current loss (renormalised without
+``<CALL>``): a fact token is delegated while the model gives its target less than ``e^-2 ≈ 13.5%``
+(2.9 bits). Facts the model is learning pass below it within a few exposures and are learned from
+then on; the ones it cannot hold stay above. Lower values delegate more (0: every fact with any
+loss, like ``facts``); tune it with ``--set train.call_threshold=...`` and compare at equal achieved
+call rates."""
 
 
 class ConfigError(ValueError):
     """A profile, corpus, method or override that does not exist or has an invalid value."""
 
 
-def check_choice(kind: str, value: str, choices: tuple[str, ...] | list[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; otherwise raise a ConfigError listing them."""
+def check_choice(kind: str, value: str, choices: tuple[str, ...] | list[str], fix: str = "") -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise raise a ConfigError listing them (and
+    saying how to ``fix`` it, when given)."""
     if value not in choices:
-        raise ConfigError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}")
+        raise ConfigError(f"unknown {kind} {value!r}; valid choices: {', '.join(choices)}{'; ' + fix if fix else ''}")
     return value
 
 
@@ -85,11 +95,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The SLM's shape. ``call_head``: how it defers: ``"token"`` (the paper's in-vocabulary ``<CALL>``)
+    or ``"gate"`` (the Co-LLM-style ablation: a sigmoid deferral head beside the LM, trained with
+    binary cross-entropy on the same selected positions; see :mod:`lacy.train.objective`)."""
+
     arch: str = "llama"
     d_model: int = 96
     n_layer: int = 3
     n_head: int = 4
     d_ff: int = 384
+    call_head: str = "token"
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
+    call_threshold: float = DEFAULT_CALL_THRESHOLD  # lacy_adaptive: fact tokens above this loss (nats) -> <CALL>
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto": bf16-mixed with bf16 units, 16-mixed on older GPUs, else fp32; or "32", "bf16-mixed", "16-mixed"
     compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long GPU runs)
@@ -163,6 +179,9 @@ class Profile:
     def validate(self) -> None:
         check_choice("model.arch", self.model.arch, ARCHITECTURES)
         check_choice("helper_model.arch", self.helper_model.arch, ARCHITECTURES)
+        for section in ("model", "helper_model"):
+            check_choice(f"{section}.call_head", getattr(self, section).call_head, CALL_HEADS,
+                         fix=f"set it with --set {section}.call_head={'|'.join(CALL_HEADS)}")
         check_choice("train.granularity", self.train.granularity, ("batch", "sequence"))
         check_choice("train.precision", self.train.precision, ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"))
         check_choice("train.compile", self.train.compile, COMPILE_MODES)
@@ -214,7 +233,7 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
                   "d_ff": (1, None, False)},
     TrainConfig: {"batch_size": (1, None, False), "max_steps": (1, None, False), "lr": (0, None, True),
                   "min_lr_ratio": (0, 1, False), "warmup_steps": (0, None, False), "weight_decay": (0, None, False),
-                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "val_every": (1, None, False),
+                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "call_threshold": (0, None, False), "val_every": (1, None, False),
                   "val_batches": (1, None, False), "log_every": (1, None, False), "ckpt_every": (1, None, False),
                   "num_nodes": (1, None, False), "num_workers": (0, None, False)},
     EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False), "budget": (0, 1, False),

@@ -107,6 +107,19 @@ def test_run_folders_ignore_evaluation_settings(smoke_profile):
     assert run_dir("synthbio", "lacy", trained_differently, 0) != run_dir("synthbio", "lacy", smoke_profile, 0)
 
 
+def test_settings_added_later_keep_earlier_run_folders_at_their_implicit_value(smoke_profile):
+    """``train.call_threshold`` (only ``lacy_adaptive`` reads it) at its default leaves every earlier
+    folder name as it was; another value names a folder of its own."""
+    from lacy.train.run import run_dir
+    from lacy.train.run_folder import ADDED_SETTINGS, training_config
+
+    config = training_config(smoke_profile)
+    assert not any(name in config[section] for section, added in ADDED_SETTINGS.items() for name in added)
+    other = smoke_profile.override({"train.call_threshold": "1.5"})
+    assert training_config(other)["train"]["call_threshold"] == 1.5
+    assert run_dir("synthbio", "lacy_adaptive", other, 0) != run_dir("synthbio", "lacy_adaptive", smoke_profile, 0)
+
+
 def test_comparison_table_states_the_verdict_from_the_interval():
     from lacy.results import comparison_table
 

@@ -25,6 +25,8 @@ def test_override_coerces_types():
         ("smoke", {"model.arch": "mamba"}, "valid choices: llama, gpt2"),
         ("smoke", {"model.n_head": "3"}, "divisible"),
         ("smoke", {"eval.max_new_tokens": "-1"}, "0 for auto"),
+        ("smoke", {"train.call_threshold": "-1"}, "train.call_threshold must be >= 0"),
+        ("smoke", {"train.call_threshold": "inf"}, "train.call_threshold"),
     ],
 )
 def test_bad_input_is_refused_with_choices(name, overrides, fragment):

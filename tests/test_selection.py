@@ -18,6 +18,7 @@ from lacy.train.selection import (
     reference_judge,
     select_judge,
     select_lacy,
+    select_lacy_adaptive,
     select_random,
     select_rho,
     select_rho_excess,
@@ -163,6 +164,38 @@ def test_facts_standard_and_ignore_rules():
         ignored, called = apply(ignore_rule, b), apply(call_rule, b)
         assert not ignored.call.any()
         assert torch.equal(ignored.ignored(valid), called.call)
+
+
+def test_lacy_adaptive_delegates_fact_tokens_above_the_threshold():
+    loss = torch.tensor([[0.5, 2.0, 2.5, 3.0, 9.0], [4.0, 1.0, 2.1, 0.0, 7.0]])
+    fact = torch.tensor([[True, True, True, False, True], [True, True, True, True, False]])
+    valid = torch.tensor([[True, True, True, True, False], [True, True, True, True, True]])  # [0, 4]: padding
+    sel = select_lacy_adaptive(loss, valid, fact, threshold=2.0)
+    # strictly above 2.0 nats, facts only, never padding: [0, 2], [1, 0], [1, 2]
+    assert sel.call.tolist() == [[False, False, True, False, False], [True, False, True, False, False]]
+    assert torch.equal(sel.learn, valid & ~sel.call)
+    assert int(select_lacy_adaptive(loss, valid, fact, threshold=0.0).call.sum()) == 6  # every fact with loss > 0
+    assert not select_lacy_adaptive(loss, valid, fact, threshold=100.0).call.any()
+    # the count is not matched to lacy's: it follows the losses, whatever the fraction
+    assert torch.equal(select_lacy_adaptive(loss, valid, fact, fraction=0.1, threshold=2.0).call, sel.call)
+
+
+@pytest.mark.parametrize("granularity", ["batch", "sequence"])
+def test_lacy_adaptive_is_per_token_so_data_parallel_selects_what_one_process_does(granularity):
+    """No batch statistic: selecting on each rank's rows gives the selection of the whole global batch."""
+    b = make_batch(12, batch=6)
+    whole = apply("lacy_adaptive", b, granularity)
+    halves = [apply("lacy_adaptive", {k: v[rows] for k, v in b.items()}, granularity)
+              for rows in (slice(0, 3), slice(3, 6))]
+    assert torch.equal(torch.cat([h.call for h in halves]), whole.call)
+    assert torch.equal(torch.cat([h.learn for h in halves]), whole.learn)
+
+
+@pytest.mark.parametrize("threshold", [-0.1, float("nan"), float("inf")])
+def test_lacy_adaptive_refuses_a_bad_threshold(threshold):
+    b = make_batch(13)
+    with pytest.raises(ValueError, match="train.call_threshold"):
+        select_lacy_adaptive(b["loss"], b["valid"], b["fact"], threshold=threshold)
 
 
 def test_ties_go_to_the_lower_flat_index():

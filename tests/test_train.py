@@ -124,7 +124,8 @@ def test_no_weight_decay_on_norms_biases_embeddings():
         assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
-@pytest.mark.parametrize("method", ["standard", "lacy", "loss", "facts", "judge", "random", "ignore", "ignore_facts"])
+@pytest.mark.parametrize("method", ["standard", "lacy", "lacy_adaptive", "loss", "facts", "judge", "random", "ignore",
+                                    "ignore_facts"])
 def test_compute_loss_counts(method):
     module = tiny_module(method)
     batch = synthetic_batch()
@@ -133,8 +134,10 @@ def test_compute_loss_counts(method):
     k = int(lacy_counts(valid, batch["fact"], 0.6))
     assert torch.isfinite(loss)
     assert int(stats["n_valid"]) == int(valid.sum())
+    current = token_losses(module(batch["input_ids"]), batch["targets"], CALL).detach()
+    above_threshold = int((valid & batch["fact"] & (current > module.cfg.call_threshold)).sum())
     expected_call = {"standard": 0, "lacy": k, "loss": k, "random": k, "facts": int((valid & batch["fact"]).sum()),
-                     "ignore": 0, "ignore_facts": 0}
+                     "ignore": 0, "ignore_facts": 0, "lacy_adaptive": above_threshold}
     if method in expected_call:
         assert int(stats["n_call"]) == expected_call[method]
     expected_counted = int(valid.sum()) - (k if method in ("ignore", "ignore_facts") else 0)

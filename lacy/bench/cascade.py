@@ -42,7 +42,7 @@ from lacy.bench.peak import gemm_peak_flops, machine_features
 from lacy.cascade.decoder import CascadeDecoder, Generation, naive_generate
 from lacy.cascade.helpers import LMHelper, cache_argument, encode_text
 from lacy.cascade.policies import BudgetPolicy, ThresholdPolicy
-from lacy.data.tokenizer import train_tokenizer
+from lacy.data.tokenizer import call_token_id, train_tokenizer
 from lacy.profiles import ModelConfig, get_profile
 from lacy.train.model import build_slm, count_parameters
 
@@ -92,7 +92,7 @@ def _models(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, max_
             device: str = "cpu"):
     ids = dict(vocab_size=len(tokenizer), max_positions=max_positions, pad_id=tokenizer.pad_token_id,
                bos_id=tokenizer.bos_token_id, eos_id=tokenizer.eos_token_id)
-    slm = build_slm(slm_config, seed=seed, **ids).to(device).eval()
+    slm = build_slm(slm_config, seed=seed, call_id=call_token_id(tokenizer), **ids).to(device).eval()
     helper = LMHelper(build_slm(helper_config, seed=seed + 1, **ids), tokenizer, device=device, name="random-helper")
     return slm, helper
 

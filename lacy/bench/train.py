@@ -85,7 +85,7 @@ def naive_step_fn(cfg: ModelConfig, vocab_size: int, seq_len: int, lr: float, de
 
 def lacy_step_fn(method: str, cfg: ModelConfig, vocab_size: int, seq_len: int, train_cfg, precision: str,
                  compile: bool, device: str = "cpu") -> tuple[Step, int]:
-    model = build_slm(cfg, vocab_size, seq_len, PAD_ID, BOS_ID, EOS_ID, seed=0).to(device)
+    model = build_slm(cfg, vocab_size, seq_len, PAD_ID, BOS_ID, EOS_ID, seed=0, call_id=CALL_ID).to(device)
     module = LacyLM(model, method, CALL_ID, train_cfg, compile=compile)
     module.train()
     optimizers = module.configure_optimizers()

@@ -1,6 +1,9 @@
 """The cascade decoder: the small model writes, and hands the pen to a helper when it calls (paper §5).
 
-At every step the SLM's next-token distribution gives P(``<CALL>``) (full softmax). A call policy
+At every step the SLM's next-token distribution gives P(``<CALL>``) (full softmax; for a model with a
+deferral gate, ``model.call_head=gate``, that is the gate's ``sigmoid(g)``: its output layer writes the
+gate into the ``<CALL>`` column so that the two agree exactly, see
+:func:`lacy.train.objective.gated_call_logits`). A call policy
 decides whether to defer. If not, ``<CALL>`` is masked and the SLM's own token is used (greedy by
 default). If so, the helper continues the text — one helper token (``handoff="token"``) or up to the
 next word boundary (``handoff="word"``, default) — and its text becomes SLM tokens that extend the
@@ -141,7 +144,8 @@ class CascadeDecoder:
 
     ``slm`` is a Hugging Face causal LM whose ``tokenizer`` has ``<CALL>``. Greedy by default
     (``temperature=0``); sampling uses a generator seeded with ``seed`` at every ``generate``.
-    ``call_logit_bias`` is added to the ``<CALL>`` logit before the softmax; ``-inf`` removes
+    ``call_logit_bias`` is added to the ``<CALL>`` logit before the softmax (for a gated model: to the
+    gate logit, P(``<CALL>``) = ``sigmoid(g + bias)``); ``-inf`` removes
     ``<CALL>`` entirely and the SLM never calls (the fact-leakage probe). ``helper=None`` leaves
     every call unresolved. ``max_helper_tokens`` caps one word hand-off. ``ignore_eos`` bans the
     SLM's end-of-text token so that it always writes ``max_new_tokens`` (benchmarks). ``kv_cache=False``
@@ -358,7 +362,8 @@ def p_call_teacher_forced(
 
     Entry ``i`` of a text's array is P(``<CALL>`` | ``<bos>`` + its first ``i`` tokens), one per
     token; texts longer than the SLM's context are truncated to it. Used to calibrate thresholds
-    as call-rate quantiles on held-out text (paper §5; Co-LLM).
+    as call-rate quantiles on held-out text (paper §5; Co-LLM). For a gated model it is the gate's
+    ``sigmoid(g)`` (see the module docstring).
     """
     call_id = call_token_id(tokenizer)
     limit = max_positions(slm)

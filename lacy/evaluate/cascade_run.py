@@ -108,6 +108,13 @@ class EvaluationContext:
     def method(self) -> str | None:
         return run_method(self.model_dir)
 
+    @property
+    def call_head(self) -> str:
+        """How the SLM defers (``model.call_head``): ``"gate"`` for a deferral gate, else ``"token"``."""
+        from lacy.train.model import call_gate
+
+        return "token" if call_gate(self.model) is None else "gate"
+
     def subjects(self) -> list[Subject]:
         return subjects(self.corpus, self.profile, self.seed, self.world, nlp=self.nlp if get_corpus(self.corpus).prompt_needs_nlp else None)
 
@@ -274,6 +281,7 @@ class CascadeRun:
             "n_subjects": len(self.subjects),
             "variant": result.variant,
             "method": self.context.method,
+            "call_head": self.context.call_head,
             "by_frequency": by_frequency,
             **self.totals(),
             "helper": self.helper_name,

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from lacy.cascade.helpers import Helper
 
 SWEEP_COLUMNS = ("precision", "recall", "supported_per_response", "factscore_gamma10", "factscore", "respond_ratio", "facts_per_response", "call_rate", "unresolved_calls", "helper_tokens",
-                 "slm_tokens", "seconds", "flops_per_token", "method", "helper")
+                 "slm_tokens", "seconds", "flops_per_token", "method", "call_head", "helper")
 """Columns of a :func:`sweep` row after ``target_rate`` and ``tau`` (keys of :meth:`CascadeRun.summary`)."""
 
 

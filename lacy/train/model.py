@@ -6,6 +6,12 @@ with bf16 autocast it trains ~2.2x faster than GPT2LMHeadModel in fp32 at the sa
 a 2-core CPU with bf16 units; without them ``precision="auto"`` falls back to fp32). ``arch="gpt2"``
 builds the paper's architecture family. Both are plain Hugging Face models, so checkpoints export
 with ``save_pretrained`` and load anywhere ``AutoModelForCausalLM`` does.
+
+``model.call_head=gate`` (the Co-LLM-style ablation, :mod:`lacy.train.objective`) replaces the output
+layer by a :class:`GatedLMHead`: the same tied weights plus a ``Linear(d_model, 1)`` deferral gate whose
+logit becomes the ``<CALL>`` column. The gate is exported next to the weights (``call_gate.safetensors``,
+and ``lacy_call_head: "gate"`` in ``config.json``); :func:`load_model` puts it back. Loaded by plain
+``AutoModelForCausalLM``, such a folder is the LM without its gate.
 """
 
 from __future__ import annotations
@@ -16,13 +22,57 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from lacy.data.tokenizer import call_token_id, load_tokenizer
 from lacy.io import CHECKSUM_FILE, make_temp_dir, set_default_mode, verify_checksums, write_checksums
-from lacy.profiles import ARCHITECTURES, ModelConfig, check_choice
+from lacy.profiles import ARCHITECTURES, CALL_HEADS, ModelConfig, check_choice
+from lacy.train.objective import gated_call_logits
 
 WEIGHTS_FILE = "model.safetensors"
+GATE_FILE = "call_gate.safetensors"
+GATE_CONFIG_KEY = "lacy_call_head"
+"""``config.json`` field saying which ``<CALL>`` head a model has (absent: ``"token"``)."""
+
+
+class GatedLMHead(torch.nn.Linear):
+    """The output layer of a ``model.call_head=gate`` model: the LM's (tied) output weights and a
+    deferral gate ``call_gate = Linear(d_model, 1)`` on the final hidden state, whose logit ``g`` is
+    written into the ``<CALL>`` column so that ``P(<CALL>) = sigmoid(g)`` under the full softmax
+    (:func:`lacy.train.objective.gated_call_logits`). An ``nn.Linear`` itself, so Hugging Face's
+    weight tying and ``get_output_embeddings`` keep working."""
+
+    def __init__(self, in_features: int, out_features: int, call_id: int, bias: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.call_id = call_id
+        self.call_gate = torch.nn.Linear(in_features, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return gated_call_logits(super().forward(hidden), self.call_gate(hidden).squeeze(-1), self.call_id)
+
+
+def attach_call_gate(model: PreTrainedModel, call_id: int) -> GatedLMHead:
+    """Replace ``model``'s output layer by a :class:`GatedLMHead` sharing its weights; returns the head.
+
+    The gate is freshly initialised from the global RNG (``nn.Linear``'s default); the config records
+    ``lacy_call_head = "gate"`` so that :func:`export_model` and :func:`load_model` know of it.
+    """
+    old = model.get_output_embeddings()
+    head = GatedLMHead(old.in_features, old.out_features, call_id, bias=old.bias is not None)
+    head.weight = old.weight
+    if old.bias is not None:
+        head.bias = old.bias
+    model.set_output_embeddings(head.to(old.weight.device))
+    setattr(model.config, GATE_CONFIG_KEY, "gate")
+    return head
+
+
+def call_gate(model: PreTrainedModel) -> GatedLMHead | None:
+    """The model's :class:`GatedLMHead`, or None for the in-vocabulary ``<CALL>`` token."""
+    head = model.get_output_embeddings()
+    return head if isinstance(head, GatedLMHead) else None
 
 
 def build_slm(
@@ -34,13 +84,20 @@ def build_slm(
     eos_id: int,
     seed: int,
     attn_implementation: str = "auto",
+    call_id: int | None = None,
 ) -> PreTrainedModel:
     """A freshly initialised causal LM sized by ``cfg``; the same seed gives the same weights.
 
     Tied input/output embeddings and no dropout (tiny models trained for few epochs do not need it).
-    ``attn_implementation="auto"``: see :func:`resolve_attention`. The global RNG is left untouched.
+    ``attn_implementation="auto"``: see :func:`resolve_attention`. ``cfg.call_head="gate"`` adds a
+    deferral gate (:func:`attach_call_gate`) and needs ``call_id``, the tokenizer's ``<CALL>`` id.
+    The global RNG is left untouched.
     """
     check_choice("model.arch", cfg.arch, ARCHITECTURES)
+    check_choice("model.call_head", cfg.call_head, CALL_HEADS)
+    if cfg.call_head == "gate" and call_id is None:
+        raise ValueError("model.call_head=gate needs the tokenizer's <CALL> id: pass call_id=... to build_slm, "
+                         "or use --set model.call_head=token")
     attn_implementation = resolve_attention(attn_implementation)
     if cfg.arch == "llama":
         config = LlamaConfig(
@@ -60,7 +117,10 @@ def build_slm(
         model_class = GPT2LMHeadModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return model_class(config)
+        model = model_class(config)
+        if cfg.call_head == "gate":
+            attach_call_gate(model, call_id)
+        return model
 
 
 def resolve_attention(requested: str) -> str:
@@ -108,7 +168,8 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> Path:
     """Write ``model`` (safetensors), ``tokenizer`` and the SHA-256 of every file (``SHA256SUMS``,
-    checked by :func:`load_model`) to ``directory`` atomically.
+    checked by :func:`load_model`) to ``directory`` atomically. A gated model's gate goes to
+    ``call_gate.safetensors``; ``model.safetensors`` holds the plain LM.
 
     Everything is written to a temporary sibling folder first and renamed into place, so readers
     never see a half-written model; an existing folder is replaced.
@@ -116,7 +177,14 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, dir
     directory = Path(directory)
     staging = make_temp_dir(directory.parent, prefix=f".{directory.name}.", suffix="")
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        gate = call_gate(model)
+        if gate is None:
+            model.save_pretrained(staging, safe_serialization=True)
+        else:
+            lm_state = {k: v for k, v in model.state_dict().items() if ".call_gate." not in k}
+            model.save_pretrained(staging, safe_serialization=True, state_dict=lm_state)
+            save_file({k: v.detach().contiguous().cpu() for k, v in gate.call_gate.state_dict().items()},
+                      str(staging / GATE_FILE))
         tokenizer.save_pretrained(staging)
         files = [p for p in staging.iterdir() if p.is_file()]
         for file in files:  # safetensors writes 0600: give colleagues the access the umask allows
@@ -140,6 +208,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
 
     The files are first checked against the hashes recorded at export (``lacy.io.IntegrityError``
     when one differs); a folder without them (written by another tool) loads unchecked, with a warning.
+    A model exported with a deferral gate gets it back (:class:`GatedLMHead`); its gate file must be
+    there and intact.
     """
     directory = Path(directory)
     if not (directory / "config.json").is_file():
@@ -153,7 +223,33 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         raise ValueError(f"model in {directory} has {model.get_input_embeddings().num_embeddings} embeddings "
                          f"but its tokenizer has {len(tokenizer)} tokens; re-export it with export_model")
+    call_head = getattr(model.config, GATE_CONFIG_KEY, "token")
+    if call_head not in CALL_HEADS:
+        raise ValueError(f"{directory / 'config.json'} has {GATE_CONFIG_KEY}={call_head!r}; valid: {', '.join(CALL_HEADS)}. "
+                         "Re-export the model with export_model")
+    if call_head == "gate":
+        _load_call_gate(model, tokenizer, directory)
     return model.to(device).eval(), tokenizer
+
+
+def _load_call_gate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
+    """Put back the deferral gate of a model exported with one; refuse a missing or unreadable gate file."""
+    file = directory / GATE_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{directory} holds a model.call_head=gate model but no {GATE_FILE}: the gate is lost; "
+                                "re-export the model with export_model (or retrain it)")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{file} is not a readable safetensors file ({err}); re-export the model with export_model") from None
+    with torch.random.fork_rng(devices=[]):  # the gate's throwaway initialisation leaves the global RNG alone
+        head = attach_call_gate(model, call_token_id(tokenizer))
+    expected = {k: tuple(v.shape) for k, v in head.call_gate.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        raise ValueError(f"{file} holds {found}, expected the gate of this model {expected}; "
+                         "re-export the model with export_model")
+    head.call_gate.load_state_dict(state)
 
 
 def check_weights(directory: str | Path) -> bool:

@@ -5,6 +5,9 @@ One training step: forward → per-token current loss (detached) → the method'
 global number of counted tokens. Validation reports the NLL of the real targets under the softmax
 renormalised without ``<CALL>`` — the quantity every method is compared on — over all valid tokens,
 fact tokens and non-fact tokens.
+
+A model with a deferral gate (``model.call_head=gate``) trains the LM on every counted position and
+the gate with binary cross-entropy on the selection instead (:func:`lacy.train.objective.gate_loss_sum`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from torch import Tensor
 
 from lacy.profiles import TrainConfig
 from lacy.train.compile import ForwardTerms, compiled_forward_terms, eager_forward_terms
-from lacy.train.objective import masked_loss_sum, normalise_loss, token_losses
+from lacy.train.model import call_gate
+from lacy.train.objective import gate_logits_from, gate_loss_sum, masked_loss_sum, normalise_loss, token_losses
 from lacy.train.selection import Judge, Selection, get_method
 
 ADAM_BETAS = (0.9, 0.95)  # the usual choice for LM pretraining (GPT-3, nanoGPT)
@@ -71,6 +75,11 @@ class LacyLM(L.LightningModule):
         self.model = model
         self.method = method
         self.call_id = call_id
+        gate = call_gate(model)
+        if gate is not None and gate.call_id != call_id:
+            raise ValueError(f"the model's deferral gate writes the <CALL> column {gate.call_id} but training uses "
+                             f"call_id={call_id}; build the model with build_slm(..., call_id={call_id})")
+        self.gated = gate is not None
         self.cfg = train_cfg
         self.judge = judge
         self.seed = seed
@@ -118,7 +127,8 @@ class LacyLM(L.LightningModule):
         if gather:
             inputs = {k: None if v is None else self._gather_rows(v) for k, v in inputs.items()}
         selection = self.spec.select(inputs, fraction=self.cfg.call_fraction, granularity=self.cfg.granularity,
-                                     generator=self._selection_generator(0 if gather else self.global_rank))
+                                     generator=self._selection_generator(0 if gather else self.global_rank),
+                                     threshold=self.cfg.call_threshold)
         if gather:
             rows = slice(self.global_rank * current.shape[0], (self.global_rank + 1) * current.shape[0])
             selection = Selection(call=selection.call[rows], learn=selection.learn[rows])
@@ -138,7 +148,11 @@ class LacyLM(L.LightningModule):
         current = terms.learn.detach()
         valid = batch["valid"]
         selection = self.select(current, batch, logits)
-        loss_sum, n_counted = masked_loss_sum(terms, selection.call, selection.learn)
+        if self.gated:
+            gate = gate_logits_from(logits, batch["targets"], terms, self.call_id)
+            loss_sum, n_counted = gate_loss_sum(terms, gate, selection.call, selection.learn)
+        else:
+            loss_sum, n_counted = masked_loss_sum(terms, selection.call, selection.learn)
         n_call, n_learn = selection.call.sum(), selection.learn.sum()
         selected = valid & ~selection.learn  # taken out of learning: <CALL> targets or ignored
         n_selected = selected.sum()

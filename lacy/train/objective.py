@@ -15,6 +15,12 @@ logits without ``<CALL>`` and ``y`` the target (never ``<CALL>`` in the data):
 
 Both are exact and stable for any logits. The tempting ``log p(y) - log(1 - p_call)`` from one
 ordinary softmax is not: when ``p_call`` rounds to one (a model that learned to call) it is ``inf``.
+
+The gate ablation (``model.call_head=gate``, Co-LLM: Shen et al., 2024, "Learning to Decode
+Collaboratively with Multiple Language Models") replaces the ``<CALL>`` token by a deferral head: one
+logit ``g`` per position. The model writes it into the ``<CALL>`` column as ``g + lse_nc``
+(:func:`gated_call_logits`), so the full softmax gives ``P(<CALL>) = sigmoid(g)`` and everything that
+reads ``P(<CALL>)`` (the cascade, calibration) reads the gate. Its loss is :func:`gate_loss_sum`.
 """
 
 from __future__ import annotations
@@ -165,6 +171,49 @@ def masked_loss_sum(terms: TokenTerms, call_mask: Tensor, learn_mask: Tensor) ->
     per_token = torch.where(call_mask, terms.call, zero) + torch.where(learn_mask, terms.learn, zero)
     n_counted = call_mask.sum() + learn_mask.sum()
     return per_token.sum(), n_counted
+
+
+def gated_call_logits(logits: Tensor, gate: Tensor, call_id: int) -> Tensor:
+    """``logits`` ``[..., V]`` with the ``<CALL>`` column replaced by ``gate + lse_nc`` (``gate`` ``[...]``).
+
+    ``lse_nc`` is the log-sum-exp of the logits without ``<CALL>`` (detached), so under the full softmax
+    ``P(<CALL>) = sigmoid(gate)`` exactly and every other token keeps its probability without ``<CALL>``,
+    scaled by ``1 - sigmoid(gate)``. The column's gradient reaches the gate (and through it the shared
+hidden state), never the other logits. Computed in float32
+    and stored in the logits' dtype (under bf16 autocast the column is rounded to bf16: a ~1% error
+    of ``P(<CALL>)`` in training; inference in float32 is exact).
+    """
+    lse_without_call = torch.logsumexp(without_call(logits, call_id).float(), dim=-1).detach()
+    column = (gate.float() + lse_without_call).to(logits.dtype)
+    return logits.index_copy(-1, torch.tensor([call_id], device=logits.device), column.unsqueeze(-1))
+
+
+def gate_logits_from(logits: Tensor, targets: Tensor, terms: TokenTerms, call_id: int) -> Tensor:
+    """The gate logit ``g`` ``[B, T]`` that :func:`gated_call_logits` wrote into ``logits``, differentiable
+    with respect to the ``<CALL>`` column only: ``z_call - lse_nc``, with ``lse_nc = z_y + terms.learn``
+    (the modified NLL is ``lse_nc - z_y``) detached, so the gate's loss does not reach the LM's logits.
+    It does reach the transformer through the gate's input, the final hidden state: the gate and the LM
+    share one trunk and are trained jointly, as Co-LLM trains its deferral head with the model."""
+    dtype = terms.learn.dtype
+    z_target = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(dtype)
+    return logits[..., call_id].to(dtype) - (z_target + terms.learn).detach()
+
+
+def gate_loss_sum(terms: TokenTerms, gate: Tensor, call_mask: Tensor, learn_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The gate ablation's loss before normalisation: ``(loss_sum, n_counted)``, Co-LLM style.
+
+    Every counted position (``call_mask | learn_mask``) learns its original target with the softmax
+    renormalised without ``<CALL>`` (Co-LLM trains the LM on all tokens; the deferral decision is the
+    gate's alone), plus the binary cross-entropy of the gate logit ``gate`` (:func:`gate_logits_from`):
+    label 1 at ``call_mask``, 0 at ``learn_mask``. Ignored positions and padding contribute nothing.
+    Divide with :func:`normalise_loss`: the mean of LM loss + BCE over counted positions.
+    """
+    if torch.any(call_mask & learn_mask):
+        raise ValueError("call_mask and learn_mask overlap: a position is either a <CALL> target or learned, not both")
+    counted = call_mask | learn_mask
+    bce = torch.where(call_mask, F.softplus(-gate), F.softplus(gate))
+    per_token = torch.where(counted, terms.learn + bce, terms.learn.new_zeros(()))
+    return per_token.sum(), counted.sum()
 
 
 def call_aware_loss(logits: Tensor, targets: Tensor, call_mask: Tensor, learn_mask: Tensor, call_id: int) -> tuple[Tensor, Tensor]:

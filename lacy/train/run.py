@@ -217,7 +217,7 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
 
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_slm(profile.model, dm.vocab_size, profile.data.seq_len, dm.pad_id, dm.tokenizer.bos_token_id,
-                      dm.tokenizer.eos_token_id, seed)
+                      dm.tokenizer.eos_token_id, seed, call_id=dm.call_id)
     compiled = resolve_compile(tcfg.compile, accelerator, tcfg.max_steps)
     if compiled:
         compile_cache_dir(cache_root)  # paid once per machine: Inductor's caches persist under the lacy cache

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lacy.io import write_json_atomic
-from lacy.profiles import ConfigError, Profile
+from lacy.profiles import DEFAULT_CALL_THRESHOLD, ConfigError, Profile
 
 RUN_RECORD = "run.json"
 # Settings that change how fast a run goes, never what it computes: they may differ on resumption.
@@ -27,9 +27,22 @@ EVALUATION_ONLY = ("eval", "hub_helper")
 folder name), so changing how models are evaluated (subjects, generation length) reuses trained runs."""
 
 
+_ADDED_MODEL = {"call_head": "token"}
+_ADDED_TRAIN = {"call_threshold": DEFAULT_CALL_THRESHOLD}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {"model": _ADDED_MODEL, "helper_model": _ADDED_MODEL,
+                                             "train": _ADDED_TRAIN, "helper_train": _ADDED_TRAIN}
+"""Settings added after runs were first recorded, with the value every earlier run had implicitly: at that
+value they are left out of a run's settings and folder name, so earlier run folders keep their names and
+are still reused; any other value is recorded (and names a folder of its own)."""
+
+
 def training_config(profile: Profile) -> dict[str, Any]:
-    """The profile's settings that training depends on: everything but :data:`EVALUATION_ONLY`."""
-    return {key: value for key, value in profile.to_dict().items() if key not in EVALUATION_ONLY}
+    """The profile's settings that training depends on: everything but :data:`EVALUATION_ONLY`, and the
+    :data:`ADDED_SETTINGS` that are at their implicit earlier value."""
+    config = {key: value for key, value in profile.to_dict().items() if key not in EVALUATION_ONLY}
+    for section, added in ADDED_SETTINGS.items():
+        config[section] = {k: v for k, v in config[section].items() if k not in added or v != added[k]}
+    return config
 
 
 def run_settings(corpus: str, method: str, profile: Profile, seed: int, cache_key: str) -> dict[str, Any]:

@@ -19,6 +19,8 @@ per rank):
   most ``k``: only tokens the judge marks unacceptable are eligible.
 - A group is the whole batch (``granularity="batch"``, the default: one quantile over the batch) or
   one sequence (``granularity="sequence"``).
+- ``lacy_adaptive`` is the exception: it converts every valid fact token whose current loss exceeds
+  an absolute threshold (``train.call_threshold``), so its count is not matched.
 - Ties are broken deterministically: a stable sort by descending score, so among equal scores the
   lower flat index (row-major within the group) is selected first.
 
@@ -28,13 +30,14 @@ mismatches are unacceptable). See :func:`exact_judge` and :func:`reference_judge
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
 import torch
 from torch import Tensor
 
-from lacy.profiles import check_choice
+from lacy.profiles import DEFAULT_CALL_THRESHOLD, check_choice
 from lacy.train.objective import without_call
 
 GRANULARITIES = ("batch", "sequence")
@@ -64,6 +67,7 @@ class SelectionRule(Protocol):
         ref_loss: Tensor | None = None,
         unacceptable: Tensor | None = None,
         generator: torch.Generator | None = None,
+        threshold: float = DEFAULT_CALL_THRESHOLD,
     ) -> Selection: ...
 
 
@@ -128,6 +132,7 @@ def _loss_mask(loss: Tensor, valid: Tensor, fact: Tensor, fraction: float, granu
 def select_standard(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Standard pretraining: nothing becomes ``<CALL>``; every valid token is learned."""
     return Selection(call=_no_call(valid), learn=valid.clone())
@@ -136,14 +141,41 @@ def select_standard(
 def select_lacy(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """LaCy (paper §4): among valid fact tokens, the top ``fraction`` by current loss → ``<CALL>``."""
     return _call_selected(valid, _lacy_mask(loss, valid, fact, fraction, granularity))
 
 
+def select_lacy_adaptive(
+    loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
+    ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
+) -> Selection:
+    """Adaptive LaCy (issue #13): every valid fact token whose current loss exceeds ``threshold`` nats
+    → ``<CALL>``; every other valid token is learned.
+
+    Why: ``lacy`` delegates a fixed top 60% of each batch's fact losses, so late in training it still
+    delegates facts the model is about to learn (the famous people's, seen hundreds of times) while a
+    model's capacity (≈ 2 bits of knowledge per parameter, Allen-Zhu & Li 2024, "Physics of Language
+    Models 3.3") is what decides which facts it can keep. An absolute threshold on the current loss
+    tracks that instead: a fact the model has learned falls below it and is learned from then on, and
+    the call rate falls as training proceeds. The selection is per token, with no batch statistic, so
+    ``granularity`` and ``fraction`` play no part and a data-parallel run selects what one process does.
+
+    The number of ``<CALL>`` targets is *not* matched to ``lacy``'s: compare the two at equal achieved
+    call rates (the cascade sweep), not at one training setting.
+    """
+    if not (math.isfinite(threshold) and threshold >= 0.0):
+        raise ValueError(f"threshold must be a finite number of nats >= 0, got {threshold}; "
+                         "set it with --set train.call_threshold=...")
+    return _call_selected(valid, valid & fact & (loss > threshold))
+
+
 def select_loss(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Loss-only baseline (paper §4-5): the ``k`` highest-loss valid tokens → ``<CALL>``, facts or not.
 
@@ -155,6 +187,7 @@ def select_loss(
 def select_facts(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Facts-only baseline: every valid fact token → ``<CALL>``, whatever its loss."""
     return _call_selected(valid, valid & fact)
@@ -163,6 +196,7 @@ def select_facts(
 def select_rho(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Rho-1 baseline, read as its authors meant it (paper §5): among valid fact tokens, the ``k`` that a
     reference model *also* cannot predict (highest ``ref_loss``) → ``<CALL>``; ``k`` matched to ``lacy``.
@@ -188,6 +222,7 @@ def select_rho(
 def select_rho_excess(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Ablation of ``rho`` with Rho-1's score taken literally: the ``k`` valid tokens with the largest
     excess loss ``loss - ref_loss`` → ``<CALL>`` (``k`` matched to ``lacy``). It delegates the tokens
@@ -202,6 +237,7 @@ def select_rho_excess(
 def select_judge(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Judge baseline (paper §3, §5): among valid tokens a judge marks unacceptable, the highest-loss
     ones → ``<CALL>``, at most ``k`` (matched to ``lacy``) per group."""
@@ -215,6 +251,7 @@ def select_judge(
 def select_random(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Random baseline: ``k`` uniformly random valid tokens → ``<CALL>`` (``k`` matched to ``lacy``).
 
@@ -228,6 +265,7 @@ def select_random(
 def select_ignore(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Ignore baseline (paper §5): the tokens ``loss`` would select get no loss instead of ``<CALL>``."""
     return _ignore_selected(valid, _loss_mask(loss, valid, fact, fraction, granularity))
@@ -236,6 +274,7 @@ def select_ignore(
 def select_ignore_facts(
     loss: Tensor, valid: Tensor, fact: Tensor, *, fraction: float = 0.6, granularity: str = "batch",
     ref_loss: Tensor | None = None, unacceptable: Tensor | None = None, generator: torch.Generator | None = None,
+    threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """IgnoreFacts baseline (paper §5): the tokens ``lacy`` would select get no loss instead of ``<CALL>``."""
     return _ignore_selected(valid, _lacy_mask(loss, valid, fact, fraction, granularity))
@@ -336,16 +375,17 @@ class Method:
                 "unacceptable": judge(batch, logits, call_id) if self.needs_judge else None}
 
     def select(self, inputs: Mapping[str, Tensor | None], *, fraction: float, granularity: str,
-               generator: torch.Generator | None = None) -> Selection:
+               generator: torch.Generator | None = None, threshold: float = DEFAULT_CALL_THRESHOLD) -> Selection:
         """Apply the rule to :meth:`rule_inputs` (possibly gathered over ranks)."""
         return self.rule(inputs["loss"], inputs["valid"], inputs["fact"], fraction=fraction, granularity=granularity,
                          ref_loss=inputs["ref_loss"], unacceptable=inputs["unacceptable"],
-                         generator=generator if self.stochastic else None)
+                         generator=generator if self.stochastic else None, threshold=threshold)
 
 
 METHOD_SPECS: dict[str, Method] = {m.name: m for m in (
     Method("standard", select_standard, effect="none"),
     Method("lacy", select_lacy),
+    Method("lacy_adaptive", select_lacy_adaptive),
     Method("loss", select_loss),
     Method("facts", select_facts),
     Method("rho", select_rho, needs_reference_loss=True),
