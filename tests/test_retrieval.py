@@ -80,3 +80,14 @@ def test_build_errors():
         build_helper("retrieval")
     with pytest.raises(ValueError, match="k .* must be >= 1"):
         RetrievalHelper(DOCUMENTS, k=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]), min_size=1, max_size=30), st.integers(1, 6))
+def test_top_equals_a_full_stable_sort(scores, k):
+    """The partial selection gives what sorting every score would: best first, ties to the lower index,
+    zero scores dropped."""
+    index = BM25Index(["a b", "c"])
+    index.scores = lambda query: np.array(scores)
+    full = np.lexsort((np.arange(len(scores)), -np.array(scores)))[:k]
+    assert index.top("q", k) == [int(i) for i in full if scores[i] > 0]

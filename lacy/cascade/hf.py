@@ -153,11 +153,11 @@ class BatchedLM:
 
     def extend(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Read ``new_ids[row]`` for every row (possibly none); float logits ``[n_rows, vocab]`` after
-        each row's last id (zero for rows that received none).
+        each row's last id (meaningless for rows that received none).
 
-        Only the rows that receive ids run the model: when some rows receive none (an LM helper
-        continues the few rows that call), their cache rows are gathered into a smaller batch and
-        the new slots are written back, so the work follows the rows that move, not the batch size.
+        When most rows receive none (an LM helper continues the few rows that call), only the rows
+        that move run the model: their cache rows are gathered into a smaller batch and the new slots
+        are written back, so the work follows the rows that move, not the batch size.
         """
         if len(new_ids) != self.n_rows:
             raise ValueError(f"need new ids for each of the {self.n_rows} rows, got {len(new_ids)}")
@@ -169,11 +169,17 @@ class BatchedLM:
         width = max(len(new_ids[row]) for row in moving)
         self._compact()
         past = self.live.shape[1]
-        inputs = torch.full((len(moving), width), self.pad_id, dtype=torch.long)
+        # A smaller batch costs a copy of the moving rows' cache and a write-back: worth it only when
+        # most rows are idle (an LM helper's callers; the SLM's last rows after the others ended).
+        everyone = len(moving) > self.n_rows // 2
+        batch = list(range(self.n_rows)) if everyone else moving
+        inputs = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         step_live = torch.zeros((self.n_rows, width), dtype=torch.long)
-        positions = torch.zeros((len(moving), width), dtype=torch.long)
-        for i, row in enumerate(moving):
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, row in enumerate(batch):
             ids = new_ids[row]
+            if not ids:
+                continue
             start = width - len(ids)  # left padding: every row's last id sits in the last column
             inputs[i, start:] = torch.tensor(ids, dtype=torch.long)
             step_live[row, start:] = 1
@@ -181,7 +187,6 @@ class BatchedLM:
             self.slots[row].extend(range(past + start, past + width))
             self.ids[row].extend(ids)
         self.live = torch.cat([self.live, step_live], dim=1)
-        everyone = len(moving) == self.n_rows
         cache = self.cache if everyone else self._rows_cache(moving)
         live = self.live if everyone else self.live[moving]
         kwargs = {self.cache_kwarg: cache, "use_cache": True}

@@ -61,8 +61,12 @@ class BM25Index:
     def top(self, query: str, k: int) -> list[int]:
         """Indices of the ``k`` best documents with a positive score, best first (ties: lower index)."""
         scores = self.scores(query)
-        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
-        return [int(i) for i in order if scores[i] > 0]
+        candidates = np.flatnonzero(scores > 0)
+        if len(candidates) > k:  # keep the k best and their ties, then sort only those
+            kth_best = np.partition(scores[candidates], -k)[-k]
+            candidates = candidates[scores[candidates] >= kth_best]
+        order = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
+        return [int(i) for i in order]
 
 
 class RetrievalHelper(Helper):
