@@ -267,17 +267,18 @@ def knowledge_curve(frame) -> Figure:
 # --- chapter 7: the delegation scaling law ----------------------------------------------------------
 
 
-def _size_label(params: float) -> str:
-    return f"{params / 1e6:.2f}M"
+def size_label(params: float) -> str:
+    """A model size for legends and tables: ``"58K"``, ``"1.97M"``."""
+    return f"{params / 1e3:.0f}K" if params < 1e6 else f"{params / 1e6:.2f}M"
 
 
 def recall_by_size(curves) -> Figure:
     """Pooled exact recall of the SLM alone against training exposures (log axis), one line per SLM size
     and one panel per method. ``curves``: ``params, method, exposures, recall`` (one
     :func:`lacy.evaluate.scaling.recall_by_exposure` per run, seeds pooled by the mean)."""
-    frame = curves.assign(size=curves["params"].map(_size_label))
+    frame = curves.assign(size=curves["params"].map(size_label))
     methods = method_order(frame["method"].unique())
-    sizes = [_size_label(p) for p in sorted(frame["params"].unique())]
+    sizes = [size_label(p) for p in sorted(frame["params"].unique())]
     fig, axes = new_figure(1, len(methods), figsize=(5.2 * len(methods), 4.0), sharey=True, squeeze=False)
     for ax, method in zip(axes[0], methods):
         sns.lineplot(data=frame[frame["method"] == method], x="exposures", y="recall", hue="size", hue_order=sizes,
@@ -294,8 +295,8 @@ def recall_by_size(curves) -> Figure:
 def delegation_curves(frame, *, y: str = "precision_x_recall", ylabel: str = "precision x recall of the cascade") -> Figure:
     """``y`` of the cascade against the training ``call_fraction``, one line per SLM size (``params``);
     the best fraction of each size is ringed. ``frame``: ``params, call_fraction`` and ``y``."""
-    data = frame.assign(size=frame["params"].map(_size_label))
-    sizes = [_size_label(p) for p in sorted(data["params"].unique())]
+    data = frame.assign(size=frame["params"].map(size_label))
+    sizes = [size_label(p) for p in sorted(data["params"].unique())]
     fig, ax = new_figure()
     sns.lineplot(data=data, x="call_fraction", y=y, hue="size", hue_order=sizes, palette="viridis", marker="o", ax=ax)
     best = data.loc[data.groupby("size")[y].idxmax()]

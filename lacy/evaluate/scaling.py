@@ -14,7 +14,10 @@ The pieces here measure that on synthbio, where every fact is exact:
   guessed by chance as known (at most ``1/134`` of a tier's ``major`` values): an upper bound;
 * :func:`crossing_exposure`: the training exposures at which recall crosses 50%;
 * :func:`fit_log_law`: a least-squares line of a quantity against ``log10(parameters)``;
-* :func:`sized_profiles` and :func:`size_knowledge`: the ladder as profiles, and what each trained size knows.
+* :func:`sized_profiles`, :func:`ladder_runs`, :func:`ladder_table` and :func:`size_knowledge`: the ladder as
+  profiles, its trained runs, and what each size knows;
+* :func:`delegation_table` and :func:`best_fractions`: the call-fraction sweep and its best fraction per size;
+* :func:`frontier_points`: the cost frontier's points.
 
 The cost of a cascade per generated token is :func:`lacy.evaluate.cascade_run.flops_per_token`.
 """
@@ -26,13 +29,16 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from lacy.data.synthbio_grammar import ATTRIBUTES
 from lacy.profiles import ModelConfig, Profile
+
+if TYPE_CHECKING:
+    from lacy.evaluate.grid import BudgetGrid
 
 LADDER_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 LADDER_DEPTHS = (1 / 3, 2 / 3, 1.0, 1.0)
@@ -177,3 +183,60 @@ def size_knowledge(runs: Mapping[tuple, Path], profile: Profile, *, per_tier: in
 
 def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+def ladder_runs(sized: Sequence[Profile], seed: int, n_end_seeds: int, *, root: str | Path, cache_root: str | Path,
+                methods: Sequence[str] = ("standard", "lacy"), progress: bool = False) -> dict[tuple[int, str, int], Path]:
+    """Train (or load) ``methods`` at every size of ``sized``: ``n_end_seeds`` training seeds from ``seed``
+    for the smallest and the largest size, one for the others. Keys: ``(size index, method, seed)``."""
+    from lacy.train.run import get_or_train
+
+    ends = (0, len(sized) - 1)
+    return {(i, method, s): get_or_train("synthbio", method, sized[i], s, root=root, cache_root=cache_root, progress=progress)
+            for i in range(len(sized)) for method in methods for s in range(seed, seed + (n_end_seeds if i in ends else 1))}
+
+
+def ladder_table(sized: Sequence[Profile], runs: Mapping[tuple[int, str, int], Path]) -> pd.DataFrame:
+    """One row per size: ``params`` (from the first run's summary), width, layers, heads, training seeds."""
+    rows = []
+    for i, profile in enumerate(sized):
+        mine = [run for key, run in runs.items() if key[0] == i]
+        summary = json.loads((Path(mine[0]) / "summary.json").read_text())
+        rows.append({"params": int(summary["params"]), "d_model": profile.model.d_model, "layers": profile.model.n_layer,
+                     "heads": profile.model.n_head, "training seeds": len({key[2] for key in runs if key[0] == i})})
+    return pd.DataFrame(rows)
+
+
+def delegation_table(grids: Mapping[str, "BudgetGrid"], params: Mapping[str, int]) -> pd.DataFrame:
+    """The call-fraction sweep: every budget-grid row of each size (``grids``: size label → a grid whose
+    methods are call fractions as text, ``"0.0"`` for ``standard``) with ``size, params, call_fraction``
+    and ``precision_x_recall`` (0 where nothing was stated, so precision is undefined)."""
+    table = pd.concat([grid.table.assign(size=size, params=params[size]) for size, grid in grids.items()], ignore_index=True)
+    table["call_fraction"] = table["method"].astype(float)
+    table["precision_x_recall"] = table["precision"].astype(float).fillna(0.0) * table["recall"].astype(float)
+    return table
+
+
+def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], rule: str = "0.6") -> tuple[pd.DataFrame, list[str]]:
+    """The call fraction with the highest precision × recall per size, and one sentence per size that
+    compares it with LaCy's ``rule`` fraction (paired bootstrap, :meth:`BudgetGrid.comparisons`)."""
+    best = delegation.loc[delegation.groupby("size", sort=False)["precision_x_recall"].idxmax()]
+    lines = []
+    for _, row in best.iterrows():
+        versus = grids[row["size"]].comparisons(method=row["method"])
+        at_rule = versus[versus["baseline"] == rule]
+        lines.append(f"**{row['size']}**: best call fraction **{row['call_fraction']:.1f}** (precision × recall "
+                     f"{row['precision_x_recall']:.3f}, achieved call rate {row['call_rate']:.1%})"
+                     + ("" if at_rule.empty else f"; against LaCy's {rule}: " + "; ".join(at_rule["sentence"])))
+    return best, lines
+
+
+def frontier_points(sweep: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`lacy.evaluate.grid.sweep_grid` frame at rates 0 and a budget as cost-frontier points:
+    ``label`` (the size, or ``helper``) and ``kind`` (SLM alone, cascade at the budget, helper alone)."""
+    from lacy.plots import HELPER_ALONE
+
+    alone = sweep["method"] == HELPER_ALONE
+    kind = np.where(alone, "helper alone", np.where(sweep["target_rate"] == 0, "SLM alone",
+                                                    [f"cascade ({rate:.0%})" for rate in sweep["target_rate"]]))
+    return sweep.assign(kind=kind, label=sweep["method"].where(~alone, "helper"))
