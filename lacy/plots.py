@@ -262,3 +262,61 @@ def knowledge_curve(frame) -> Figure:
     ax.legend(fontsize="small")
     return finish(ax, "What the SLM alone knows: exact recall against exposure",
                   "training biographies of the person (count, log scale)", "recall (share of facts stated exactly)")
+
+
+# --- chapter 7: the delegation scaling law ----------------------------------------------------------
+
+
+def size_label(params: float) -> str:
+    """A model size for legends and tables: ``"58K"``, ``"1.97M"``."""
+    return f"{params / 1e3:.0f}K" if params < 1e6 else f"{params / 1e6:.2f}M"
+
+
+def recall_by_size(curves) -> Figure:
+    """Pooled exact recall of the SLM alone against training exposures (log axis), one line per SLM size
+    and one panel per method. ``curves``: ``params, method, exposures, recall`` (one
+    :func:`lacy.evaluate.scaling.recall_by_exposure` per run, seeds pooled by the mean)."""
+    frame = curves.assign(size=curves["params"].map(size_label))
+    methods = method_order(frame["method"].unique())
+    sizes = [size_label(p) for p in sorted(frame["params"].unique())]
+    fig, axes = new_figure(1, len(methods), figsize=(5.2 * len(methods), 4.0), sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sns.lineplot(data=frame[frame["method"] == method], x="exposures", y="recall", hue="size", hue_order=sizes,
+                     palette="viridis", marker="o", errorbar=None, ax=ax)
+        ax.axhline(0.5, color="0.6", linewidth=0.8, linestyle=":")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(title="SLM parameters", fontsize="small")
+        finish(ax, f"What the SLM alone knows, by size\nmethod: {method}", "training biographies of the person (count, log scale)",
+               "recall (share of facts stated exactly)")
+    return fig
+
+
+def delegation_curves(frame, *, y: str = "precision_x_recall", ylabel: str = "precision x recall of the cascade") -> Figure:
+    """``y`` of the cascade against the training ``call_fraction``, one line per SLM size (``params``);
+    the best fraction of each size is ringed. ``frame``: ``params, call_fraction`` and ``y``."""
+    data = frame.assign(size=frame["params"].map(size_label))
+    sizes = [size_label(p) for p in sorted(data["params"].unique())]
+    fig, ax = new_figure()
+    sns.lineplot(data=data, x="call_fraction", y=y, hue="size", hue_order=sizes, palette="viridis", marker="o", ax=ax)
+    best = data.loc[data.groupby("size")[y].idxmax()]
+    ax.scatter(best["call_fraction"], best[y], s=220, facecolors="none", edgecolors="black", linewidths=1.5, zorder=3,
+               label="best fraction")
+    ax.legend(title="SLM parameters", fontsize="small")
+    return finish(ax, "How much should the SLM learn to delegate?", "call fraction in training (share of fact tokens)", ylabel)
+
+
+def cost_frontier(points) -> Figure:
+    """Precision and recall (two panels) against forward FLOPs per generated token (log axis): one point per
+    SLM alone, cascade and helper alone. ``points``: ``label, kind, flops_per_token, precision, recall``
+    (fractions; ``kind`` colours the points)."""
+    data = points.assign(precision=100 * points["precision"].astype(float), recall=100 * points["recall"].astype(float))
+    fig, axes = new_figure(1, 2, figsize=(11.0, 4.2))
+    for ax, metric in zip(axes, ("precision", "recall")):
+        sns.scatterplot(data=data, x="flops_per_token", y=metric, hue="kind", style="kind", s=90, ax=ax)
+        for _, row in data.iterrows():
+            ax.annotate(row["label"], (row["flops_per_token"], row[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        finish(ax, f"{metric.capitalize()} against compute", "forward FLOPs per generated token (log scale)",
+               f"{metric} (%)")
+    return fig

@@ -1,0 +1,72 @@
+"""The delegation scaling law's estimators (chapter 7): model sizes, bits stored, the 50% crossing, the law fit."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from lacy.data.synthbio_grammar import ATTRIBUTES
+from lacy.evaluate.scaling import (
+    attribute_bits, bits_per_parameter, crossing_exposure, fit_log_law, model_ladder, stored_bits,
+)
+from lacy.profiles import ModelConfig
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["attribute", "exposures", "correct"])
+
+
+def test_stored_bits_of_a_sample_stand_for_the_whole_tier():
+    bits = {"major": 7.0}
+    sample = pd.DataFrame({"person": ["a", "b", "c"], "tier": ["famous", "obscure", "obscure"], "attribute": "major",
+                           "correct": [True, True, False]})
+    assert stored_bits(sample, bits) == 14.0
+    assert stored_bits(sample, bits, tier_people={"famous": 1, "obscure": 10}) == 7.0 + 7.0 * 10 / 2
+    with pytest.raises(ValueError, match="no people count"):
+        stored_bits(sample, bits, tier_people={"famous": 1})
+
+
+def test_attribute_bits_are_log2_of_the_value_sets():
+    bits = attribute_bits()
+    assert list(bits) == list(ATTRIBUTES)
+    assert bits["birth_date"] == pytest.approx(math.log2(21915))  # every day of 1940-1999
+    assert bits["birth_city"] == bits["employer_city"]  # both drawn from the towns
+    assert all(b > 6 for b in bits.values())
+
+
+def test_stored_bits_sum_the_values_stated_exactly():
+    bits = {"major": 7.0, "employer": 10.0}
+    known = frame([("major", 5, True), ("employer", 5, True), ("employer", 1, False), ("major", 1, True)])
+    assert stored_bits(known, bits) == 24.0
+    assert bits_per_parameter(known, 12, bits) == 2.0
+    with pytest.raises(ValueError, match="positive"):
+        bits_per_parameter(known, 0, bits)
+    with pytest.raises(ValueError, match="no bit count"):
+        stored_bits(frame([("shoe_size", 1, True)]), bits)
+
+
+def test_crossing_exposure_interpolates_in_log_exposure():
+    rows = [("major", 1, False)] * 4 + [("major", 4, False)] * 3 + [("major", 4, True)] + [("major", 16, True)] * 3 + [("major", 16, False)]
+    assert crossing_exposure(frame(rows)) == pytest.approx(8.0)  # 25% at 4, 75% at 16: halfway in log
+    assert crossing_exposure(frame([("major", 3, False), ("major", 30, False)])) is None
+    assert crossing_exposure(frame([("major", 2, True), ("major", 30, True)])) == 2.0
+
+
+def test_fit_log_law_needs_three_sizes():
+    fit = fit_log_law([1e4, 1e5, 1e6], [0.8, 0.6, 0.4])
+    assert fit["slope"] == pytest.approx(-0.2) and fit["intercept"] == pytest.approx(1.6) and fit["r2"] == pytest.approx(1.0)
+    assert fit_log_law([1e4, 1e5], [0.8, 0.6]) is None
+    with pytest.raises(ValueError, match="one value per size"):
+        fit_log_law([1e4, 1e5, 1e6], [0.8])
+
+
+def test_model_ladder_spans_ten_times_the_parameters_down_to_the_profile_model():
+    base = ModelConfig(d_model=96, n_layer=3, n_head=4, d_ff=384)
+    ladder = model_ladder(base)
+    assert ladder[-1] == base
+    assert [m.d_model for m in ladder] == [24, 48, 72, 96] and [m.n_layer for m in ladder] == [1, 2, 3, 3]
+    assert all(m.d_model % m.n_head == 0 and m.d_ff == 4 * m.d_model for m in ladder)
+    tiny = model_ladder(ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64))
+    assert len({m.d_model for m in tiny}) == 4 and all(m.n_layer == 1 for m in tiny)
