@@ -46,8 +46,8 @@ HUB_HELPERS = {"meta-llama/Llama-3.2-1B-Instruct": {"params": 1.24e9, "layers": 
 
 CHAPTERS = ("01_data", "02_loss_is_not_enough", "03_training", "04_cascade", "05_what_the_slm_keeps",
             "06_real_wikipedia", "summary")
-CH4_METHODS = ("standard", "loss", "lacy", "rho", "ignore_facts")
-CH6_METHODS = ("standard", "loss", "lacy", "ignore_facts")
+CH4_METHODS = ("standard", "loss", "lacy", "ignore_facts")
+CH6_METHODS = ("standard", "loss", "lacy")
 CH6_SMALL = {"n_subjects": 20, "max_new_tokens": 40, "rates": 4}  # chapter 6 below full scale
 
 
