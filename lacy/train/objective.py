@@ -179,9 +179,9 @@ def gated_call_logits(logits: Tensor, gate: Tensor, call_id: int) -> Tensor:
     ``lse_nc`` is the log-sum-exp of the logits without ``<CALL>`` (detached), so under the full softmax
     ``P(<CALL>) = sigmoid(gate)`` exactly and every other token keeps its probability without ``<CALL>``,
     scaled by ``1 - sigmoid(gate)``. The column's gradient reaches the gate (and through it the shared
-hidden state), never the other logits. Computed in float32
-    and stored in the logits' dtype (under bf16 autocast the column is rounded to bf16: a ~1% error
-    of ``P(<CALL>)`` in training; inference in float32 is exact).
+    hidden state), never the other logits. Computed in float32 and stored in the logits' dtype (under
+    bf16 autocast the column is rounded to bf16: a ~1% error of ``P(<CALL>)`` in training; inference in
+    float32 is exact).
     """
     lse_without_call = torch.logsumexp(without_call(logits, call_id).float(), dim=-1).detach()
     column = (gate.float() + lse_without_call).to(logits.dtype)
