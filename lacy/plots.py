@@ -250,10 +250,11 @@ def knowledge_curve(frame) -> Figure:
     of two (0, 1, 2-3, 4-7, ...) and each bin is drawn at its median exposures; the black line pools
     all attributes.
     """
-    data = frame.assign(bin=np.floor(np.log2(frame["exposures"].clip(lower=0.5))).astype(int))
-    per_attribute = data.groupby(["attribute", "bin"], sort=False).agg(exposures=("exposures", "median"),
-                                                                        recall=("correct", "mean")).reset_index()
-    pooled = data.groupby("bin").agg(exposures=("exposures", "median"), recall=("correct", "mean")).reset_index()
+    from lacy.evaluate.scaling import exposure_bins, recall_by_exposure
+
+    per_attribute = frame.assign(bin=exposure_bins(frame["exposures"])).groupby(["attribute", "bin"], sort=False).agg(
+        exposures=("exposures", "median"), recall=("correct", "mean")).reset_index()
+    pooled = recall_by_exposure(frame)
     fig, ax = new_figure()
     sns.lineplot(data=per_attribute, x="exposures", y="recall", hue="attribute", marker="o", ax=ax, alpha=0.7)
     ax.plot(pooled["exposures"], pooled["recall"], color="black", linewidth=2.5, marker="o", label="all attributes")

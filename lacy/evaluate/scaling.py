@@ -107,10 +107,15 @@ def bits_per_parameter(frame: pd.DataFrame, parameters: int, bits: Mapping[str, 
     return stored_bits(frame, bits, tier_people) / parameters
 
 
+def exposure_bins(exposures: pd.Series) -> pd.Series:
+    """The power-of-two bin of each exposure count: 0 → -1, 1 → 0, 2-3 → 1, 4-7 → 2, ..."""
+    return np.floor(np.log2(exposures.clip(lower=0.5))).astype(int)
+
+
 def recall_by_exposure(frame: pd.DataFrame) -> pd.DataFrame:
     """Pooled recall per power-of-two exposure bin (0, 1, 2-3, 4-7, ...): ``exposures`` (the bin's median)
     and ``recall``, by increasing exposure — the black line of :func:`lacy.plots.knowledge_curve`."""
-    data = frame.assign(bin=np.floor(np.log2(frame["exposures"].clip(lower=0.5))).astype(int))
+    data = frame.assign(bin=exposure_bins(frame["exposures"]))
     return (data.groupby("bin").agg(exposures=("exposures", "median"), recall=("correct", "mean"))
             .reset_index(drop=True).sort_values("exposures", ignore_index=True))
 
