@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lacy.profiles import METHODS, ModelConfig, Profile, check_choice, get_profile, resolve_processes
+from lacy.profiles import ModelConfig, Profile, check_choice, get_profile, resolve_processes
 
 # Published dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s, in the precision
 # precision=auto picks on that card (fp16 where there are no bf16 units: 16-mixed).
@@ -45,10 +45,19 @@ SMOLLM2 = {"params": 135e6, "layers": 30}  # SmolLM2-135M-Instruct, the offline 
 HUB_HELPERS = {"meta-llama/Llama-3.2-1B-Instruct": {"params": 1.24e9, "layers": 16}}
 
 CHAPTERS = ("01_data", "02_loss_is_not_enough", "03_training", "04_cascade", "05_what_the_slm_keeps",
-            "06_real_wikipedia", "summary")
+            "06_real_wikipedia", "07_scaling", "summary")
+CH3_METHODS = ("standard", "lacy", "loss", "facts", "rho", "judge", "random", "ignore", "ignore_facts")  # also chapter 5's
+CH3_SEEDED = ("standard", "lacy", "loss", "ignore_facts")  # trained with CH3_SEEDS training seeds
+CH3_SEEDS = 3
 CH4_METHODS = ("standard", "loss", "lacy", "ignore_facts")
 CH6_METHODS = ("standard", "loss", "lacy")
 CH6_SMALL = {"n_subjects": 20, "max_new_tokens": 40, "rates": 4}  # chapter 6 below full scale
+# Chapter 7's parameters cell: the call fractions swept at the ladder sizes CH7_FRACTION_SIZES (indices, smallest
+# first), the training seeds of the smallest and the largest size, and the rates of the token-vs-gate sweep.
+CH7_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
+CH7_FRACTION_SIZES = (0, 1)
+CH7_END_SEEDS = 2
+CH7_GATE_RATES = (0.1, 0.22, 0.4)
 
 
 @dataclass(frozen=True)
@@ -149,17 +158,19 @@ def chapter_work(chapter: str, profile: Profile) -> list[Work]:
     if chapter == "02_loss_is_not_enough":
         return [training("train synthbio standard", profile), Work("score 44K tokens", flops=2 * slm[0] * 44_000)]
     if chapter == "03_training":
-        return [training("train the other synthbio methods", profile, models=len(METHODS) - 1),
-                Work("rho reference losses over the corpus", flops=2 * slm[0] * synthbio_tokens(profile))]
+        runs = len(CH3_METHODS) - 1 + len(CH3_SEEDED) * (CH3_SEEDS - 1)  # standard at the first seed: chapter 2
+        train_tokens = synthbio_tokens(profile) * (1 - profile.data.val_fraction)
+        return [training("train the other synthbio methods and seeds", profile, models=runs),
+                training("train the synthbio LM helper (rho's reference)", profile, helper=True),
+                Work("rho reference losses over the train split", flops=2 * _helper(profile)[0] * train_tokens)]
     if chapter == "04_cascade":
         sweep_rates = len([r for r in e.sweep_rates if r < 1.0])
         per_helper = len(CH4_METHODS) * (sweep_rates + 1) + 1  # sweeps, budget runs, helper alone
-        return [training("train the synthbio LM helper", profile, helper=True),
-                decoding("document-helper cascades", per_helper * e.n_subjects, e.max_new_tokens, [slm]),
+        return [decoding("document-helper cascades", per_helper * e.n_subjects, e.max_new_tokens, [slm]),
                 decoding("LM-helper cascades", per_helper * e.n_subjects, e.max_new_tokens, [slm, _helper(profile)])]
     if chapter == "05_what_the_slm_keeps":
-        return [decoding("leakage generations", len(METHODS) * e.n_subjects, e.max_new_tokens, [slm]),
-                Work("teacher-forced leakage over the val split", flops=len(METHODS) * 2 * slm[0] * synthbio_tokens(profile) * profile.data.val_fraction)]
+        return [decoding("leakage generations", len(CH3_METHODS) * e.n_subjects, e.max_new_tokens, [slm]),
+                Work("teacher-forced leakage over the val split", flops=len(CH3_METHODS) * 2 * slm[0] * synthbio_tokens(profile) * profile.data.val_fraction)]
     if chapter == "06_real_wikipedia":
         full = full_scale_wikipedia(profile)
         n_subjects = e.n_subjects if full else min(CH6_SMALL["n_subjects"], e.n_subjects)
@@ -169,7 +180,36 @@ def chapter_work(chapter: str, profile: Profile) -> list[Work]:
         return [training("train vitalwiki methods + reference seed", profile, models=len(CH6_METHODS) + 1),
                 decoding("document-helper sweeps + leakage", len(CH6_METHODS) * (CH6_SMALL["rates"] + 1) * n_subjects, new_tokens, [slm]),
                 decoding("LM-helper cascades", lm_runs * n_subjects, new_tokens, [slm, (helper["params"], helper["layers"])])]
+    if chapter == "07_scaling":
+        return scaling_work(profile)
     return []
+
+
+def scaling_work(profile: Profile) -> list[Work]:
+    """Chapter 7: the size ladder below the profile's SLM (the largest size is chapter 3's runs), the call-fraction
+    sweep, ``lacy_adaptive`` and the deferral gate, and their cascades with the LM helper."""
+    from lacy.evaluate.scaling import sized_profiles
+
+    e = profile.eval
+    sized = sized_profiles(profile)
+    swept = [f for f in CH7_FRACTIONS if f != profile.train.call_fraction]  # LaCy's own fraction is the ladder's lacy run
+    gate = profile.override({"model.call_head": "gate"})
+    runs = [(sized[i], 2 * (CH7_END_SEEDS if i == 0 else 1)) for i in range(len(sized) - 1)]  # standard + lacy per seed
+    runs += [(sized[i], len(swept)) for i in CH7_FRACTION_SIZES] + [(profile, 1), (gate, 1)]  # lacy_adaptive, gate
+    trained = Work(f"train {sum(n for _, n in runs)} models: size ladder, call fractions, lacy_adaptive, gate",
+                   flops=sum(training("", p, models=n).flops for p, n in runs))
+    slm, helper = _slm(profile), _helper(profile)
+    # The models that read a cascade's tokens, per ladder size; joined over several sizes, one generation
+    # stands for one through each of those sizes' cascades.
+    with_helper = [[_slm(p), helper] for p in sized]
+    n, new_tokens = e.n_subjects, e.max_new_tokens
+    return [trained,
+            decoding("call-fraction budget runs", (1 + len(CH7_FRACTIONS)) * n, new_tokens,
+                     [m for i in CH7_FRACTION_SIZES for m in with_helper[i]]),
+            decoding("lacy_adaptive, lacy, standard at the budget", 3 * n, new_tokens, [slm, helper]),
+            decoding("gate vs token: sweep, helper alone, budget", (2 * len(CH7_GATE_RATES) + 1 + 2) * n, new_tokens, [slm, helper]),
+            decoding("frontier: lacy at rate 0 and the budget", 2 * n, new_tokens, [m for models in with_helper for m in models]),
+            decoding("frontier: helper alone", n, new_tokens, with_helper[0])]
 
 
 def card_peak(device_name: str) -> tuple[float, str] | None:

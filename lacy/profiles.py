@@ -25,11 +25,17 @@ CALL_HEADS = ("token", "gate")
 
 DEFAULT_CALL_THRESHOLD = 2.0
 """``train.call_threshold`` of ``lacy_adaptive``, in nats of the current loss (renormalised without
-``<CALL>``): a fact token is delegated while the model gives its target less than ``e^-2 ≈ 13.5%``
-(2.9 bits). Facts the model is learning pass below it within a few exposures and are learned from
-then on; the ones it cannot hold stay above. Lower values delegate more (0: every fact with any
-loss, like ``facts``); tune it with ``--set train.call_threshold=...`` and compare at equal achieved
+``<CALL>``): after the warm-up (:data:`DEFAULT_CALL_WARMUP`), a fact token is delegated while the model
+gives its target less than ``e^-2 ≈ 13.5%`` (2.9 bits). Lower values delegate more (0: every fact with
+any loss, like ``facts``); tune it with ``--set train.call_threshold=...`` and compare at equal achieved
 call rates."""
+
+DEFAULT_CALL_WARMUP = 0.5
+"""``train.call_warmup`` of ``lacy_adaptive``: the fraction of ``train.max_steps`` during which nothing is
+delegated and every token is learned. Without it (0) every fact token starts above any useful threshold,
+is delegated from the first step and so never receives the gradient that would bring it below: measured
+under ``cpu``, the SLM then recalled none of the famous people's attributes. After the warm-up the
+model has learned what it can from the exposures so far, and the threshold separates that from the rest."""
 
 
 class ConfigError(ValueError):
@@ -118,6 +124,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     call_fraction: float = 0.6  # top fraction of fact-token losses converted to <CALL> (paper §4)
     call_threshold: float = DEFAULT_CALL_THRESHOLD  # lacy_adaptive: fact tokens above this loss (nats) -> <CALL>
+    call_warmup: float = DEFAULT_CALL_WARMUP  # lacy_adaptive: fraction of max_steps before anything is delegated
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto": bf16-mixed with bf16 units, 16-mixed on older GPUs, else fp32; or "32", "bf16-mixed", "16-mixed"
     compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long GPU runs)
@@ -233,7 +240,8 @@ NUMERIC_RANGES: dict[type, dict[str, tuple[float | None, float | None, bool]]] =
                   "d_ff": (1, None, False)},
     TrainConfig: {"batch_size": (1, None, False), "max_steps": (1, None, False), "lr": (0, None, True),
                   "min_lr_ratio": (0, 1, False), "warmup_steps": (0, None, False), "weight_decay": (0, None, False),
-                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "call_threshold": (0, None, False), "val_every": (1, None, False),
+                  "grad_clip": (0, None, False), "call_fraction": (0, 1, True), "call_threshold": (0, None, False),
+                  "call_warmup": (0, 1, False), "val_every": (1, None, False),
                   "val_batches": (1, None, False), "log_every": (1, None, False), "ckpt_every": (1, None, False),
                   "num_nodes": (1, None, False), "num_workers": (0, None, False)},
     EvalConfig: {"n_subjects": (1, None, False), "max_new_tokens": (0, None, False), "budget": (0, 1, False),

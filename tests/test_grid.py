@@ -118,6 +118,9 @@ def test_settings_added_later_keep_earlier_run_folders_at_their_implicit_value(s
     other = smoke_profile.override({"train.call_threshold": "1.5"})
     assert training_config(other)["train"]["call_threshold"] == 1.5
     assert run_dir("synthbio", "lacy_adaptive", other, 0) != run_dir("synthbio", "lacy_adaptive", smoke_profile, 0)
+    no_warmup = smoke_profile.override({"train.call_warmup": "0"})
+    assert training_config(no_warmup)["train"]["call_warmup"] == 0.0
+    assert run_dir("synthbio", "lacy_adaptive", no_warmup, 0) != run_dir("synthbio", "lacy_adaptive", smoke_profile, 0)
 
 
 def test_comparison_table_states_the_verdict_from_the_interval():

@@ -11,6 +11,7 @@ from lacy.data.synthbio_grammar import ATTRIBUTES
 from lacy.evaluate.scaling import (
     attribute_bits, bits_per_parameter, crossing_exposure, fit_log_law, model_ladder, stored_bits,
 )
+from lacy.evaluate import scaling
 from lacy.profiles import ModelConfig
 
 
@@ -70,3 +71,18 @@ def test_model_ladder_spans_ten_times_the_parameters_down_to_the_profile_model()
     assert all(m.d_model % m.n_head == 0 and m.d_ff == 4 * m.d_model for m in ladder)
     tiny = model_ladder(ModelConfig(d_model=32, n_layer=1, n_head=2, d_ff=64))
     assert len({m.d_model for m in tiny}) == 4 and all(m.n_layer == 1 for m in tiny)
+
+
+def test_chapter_jobs_cover_the_ladder_the_sweep_and_the_variants(smoke_profile):
+    """Every run chapter 7 trains, keyed as the chapter reads them; LaCy's own fraction is the ladder's run."""
+    from lacy.train.run import run_dir
+
+    sized = scaling.sized_profiles(smoke_profile)
+    jobs = scaling.chapter_jobs(sized, 0, 2, [0.2, smoke_profile.train.call_fraction], [0, 1])
+    assert {key for key in jobs if key[0] == "size"} == {("size", *key) for key in scaling.ladder_jobs(sized, 0, 2)}
+    assert {key for key in jobs if key[0] == "fraction"} == {("fraction", i, f) for i in (0, 1) for f in (0.2, smoke_profile.train.call_fraction)}
+    folder = {key: run_dir(j.corpus, j.method, j.profile, j.seed) for key, j in jobs.items()}
+    assert folder[("fraction", 1, smoke_profile.train.call_fraction)] == folder[("size", 1, "lacy", 0)]
+    assert folder[("fraction", 1, 0.2)] != folder[("size", 1, "lacy", 0)]
+    assert jobs[("lacy_adaptive",)].method == "lacy_adaptive" and jobs[("gate",)].profile.model.call_head == "gate"
+    assert jobs[("helper",)].profile.model == smoke_profile.helper_model

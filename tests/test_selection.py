@@ -191,7 +191,14 @@ def test_lacy_adaptive_is_per_token_so_data_parallel_selects_what_one_process_do
     assert torch.equal(torch.cat([h.learn for h in halves]), whole.learn)
 
 
-@pytest.mark.parametrize("threshold", [-0.1, float("nan"), float("inf")])
+def test_lacy_adaptive_delegates_nothing_at_an_infinite_threshold():
+    """The training module passes ``inf`` during the warm-up (``train.call_warmup``)."""
+    b = make_batch(13)
+    sel = select_lacy_adaptive(b["loss"], b["valid"], b["fact"], threshold=float("inf"))
+    assert not sel.call.any() and torch.equal(sel.learn, b["valid"])
+
+
+@pytest.mark.parametrize("threshold", [-0.1, float("nan")])
 def test_lacy_adaptive_refuses_a_bad_threshold(threshold):
     b = make_batch(13)
     with pytest.raises(ValueError, match="train.call_threshold"):

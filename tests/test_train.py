@@ -127,7 +127,7 @@ def test_no_weight_decay_on_norms_biases_embeddings():
 @pytest.mark.parametrize("method", ["standard", "lacy", "lacy_adaptive", "loss", "facts", "judge", "random", "ignore",
                                     "ignore_facts"])
 def test_compute_loss_counts(method):
-    module = tiny_module(method)
+    module = tiny_module(method, call_warmup=0.0)
     batch = synthetic_batch()
     loss, stats = module.compute_loss(batch)
     valid = batch["valid"]
@@ -143,6 +143,16 @@ def test_compute_loss_counts(method):
     expected_counted = int(valid.sum()) - (k if method in ("ignore", "ignore_facts") else 0)
     assert int(stats["n_counted"]) == expected_counted
     assert float(stats["call_fraction"]) == pytest.approx(int(stats["n_call"]) / expected_counted)
+
+
+def test_lacy_adaptive_delegates_nothing_during_its_warm_up():
+    """``train.call_warmup`` of ``max_steps``: before it every token is learned, from it on the threshold applies."""
+    batch = synthetic_batch()
+    warming = tiny_module("lacy_adaptive", call_warmup=0.5)  # step 0 of 6: inside the warm-up
+    assert warming.call_threshold() == float("inf")
+    _, stats = warming.compute_loss(batch)
+    assert int(stats["n_call"]) == 0 and int(stats["n_counted"]) == int(batch["valid"].sum())
+    assert tiny_module("lacy_adaptive", call_warmup=0.0).call_threshold() == TrainConfig().call_threshold
 
 
 def test_judge_method_requires_a_judge():
@@ -310,3 +320,31 @@ def test_bench_train_reports_rates_side_by_side():
     assert result["mfu"] == pytest.approx(flops / result["gemm_peak_flops"]) and 0 < result["mfu"] < 1
     assert result["features"]["dtype"] == "float32" and result["features"]["threads"] >= 1
     assert result["targets"] == targets("32-true") and result["steps"] == 2 and result["params"] > 0
+
+
+def test_get_or_train_many_trains_in_workers_as_one_thread_trains_here(smoke, cache_root, tmp_path):
+    """Two runs side by side in worker processes give exactly the weights the same run gets when
+    trained in this process with the workers' thread count; finished runs are reused, not retrained."""
+    from lacy.profiles import resolve_processes
+    from lacy.train.run import TrainJob, get_or_train_many
+
+    jobs = [TrainJob(CORPUS, "lacy", smoke, 0), TrainJob(CORPUS, "standard", smoke, 1), TrainJob(CORPUS, "lacy", smoke, 0)]
+    lines: list[str] = []
+    folders = get_or_train_many(jobs, root=tmp_path / "pool", cache_root=cache_root, workers=2, log=lines.append)
+    assert folders == [run_dir(CORPUS, j.method, smoke, j.seed, tmp_path / "pool") for j in jobs]
+    assert len(lines) == 2 and all("worker process" in line for line in lines)  # the duplicate job trained once
+    summary = json.loads((folders[0] / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["threads"] == max(1, resolve_processes("auto") // 2)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(summary["threads"])
+    try:
+        here = get_or_train(CORPUS, "lacy", smoke, 0, root=tmp_path / "here", cache_root=cache_root, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = load_file(folders[0] / "model" / "model.safetensors"), load_file(here / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    lines.clear()
+    assert get_or_train_many(jobs, root=tmp_path / "pool", cache_root=cache_root, workers=2, log=lines.append) == folders
+    assert lines == []

@@ -50,7 +50,7 @@ _FIRST_WORD = re.compile(r"\W*\w+")
 
 
 def _is_word_char(char: str) -> bool:
-    """Whether regex ``\w`` matches ``char`` (a Unicode letter or digit, or the underscore)."""
+    """Whether regex ``\\w`` matches ``char`` (a Unicode letter or digit, or the underscore)."""
     return char.isalnum() or char == "_"
 
 
@@ -331,7 +331,7 @@ class DocumentSession(HelperSession):
 
     def _find(self, suffix: str) -> tuple[str, int] | None:
         """The first (document, end offset) where ``suffix`` occurs starting at a word start (the
-        character before is not a word character, as regex ``(?<!\w)``; ``str.find`` is several times
+        character before is not a word character, as the regex lookbehind ``(?<!\\w)``; ``str.find`` is several times
         faster than compiling a pattern per suffix)."""
         for document in self.documents:
             at = document.find(suffix)

@@ -202,6 +202,19 @@ def factscore_at(frame: pd.DataFrame, rate: float, **labels: str) -> float:
     return 100 * float(rows["factscore"].astype(float).mean()) if len(rows) else float("nan")
 
 
+PAPER_TABLE2 = {"helper alone": 34.2, "baseline SLM @ 22% calls": 15.9, "LaCy @ 22% calls": 22.7, "LaCy @ ~80% calls": 25.6}
+"""The paper's Table 2 (§5; 334M SLM, Llama 3.2 1B helper, LLM-judged FactScore), the rows :func:`paper_rows` reads."""
+
+
+def paper_rows(frame: pd.DataFrame, budget: float, high_rate: float | None, baseline: str = "standard") -> dict[str, float]:
+    """The rows of :data:`PAPER_TABLE2` read off a :func:`sweep_grid` frame (γ-penalised FactScore, 0–100):
+    the helper alone, ``baseline`` and ``lacy`` at ``budget``, ``lacy`` at ``high_rate`` (NaN when None)."""
+    return {"helper alone": factscore_at(frame, 1.0, method=HELPER_ALONE),
+            "baseline SLM @ 22% calls": factscore_at(frame, budget, method=baseline),
+            "LaCy @ 22% calls": factscore_at(frame, budget, method="lacy"),
+            "LaCy @ ~80% calls": float("nan") if high_rate is None else factscore_at(frame, high_rate, method="lacy")}
+
+
 def sweep_gap(curve: pd.DataFrame, a: str, b: str, helper: str, metric: str = "precision") -> pd.Series | None:
     """``metric`` of method ``a`` minus method ``b`` at every calibrated rate strictly between 0 and 1 of a
     :func:`sweep_grid` frame, for one helper (index: target rate); None when either method has no value

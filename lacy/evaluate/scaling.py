@@ -14,7 +14,7 @@ The pieces here measure that on synthbio, where every fact is exact:
   guessed by chance as known (at most ``1/134`` of a tier's ``major`` values): an upper bound;
 * :func:`crossing_exposure`: the training exposures at which recall crosses 50%;
 * :func:`fit_log_law`: a least-squares line of a quantity against ``log10(parameters)``;
-* :func:`sized_profiles`, :func:`ladder_runs`, :func:`ladder_table` and :func:`size_knowledge`: the ladder as
+* :func:`sized_profiles`, :func:`ladder_jobs`, :func:`ladder_table` and :func:`size_knowledge`: the ladder as
   profiles, its trained runs, and what each size knows;
 * :func:`delegation_table` and :func:`best_fractions`: the call-fraction sweep and its best fraction per size;
 * :func:`frontier_points`: the cost frontier's points.
@@ -39,6 +39,7 @@ from lacy.profiles import ModelConfig, Profile
 
 if TYPE_CHECKING:
     from lacy.evaluate.grid import BudgetGrid
+    from lacy.train.run import TrainJob
 
 LADDER_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 LADDER_DEPTHS = (1 / 3, 2 / 3, 1.0, 1.0)
@@ -190,15 +191,33 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def ladder_runs(sized: Sequence[Profile], seed: int, n_end_seeds: int, *, root: str | Path, cache_root: str | Path,
-                methods: Sequence[str] = ("standard", "lacy"), progress: bool = False) -> dict[tuple[int, str, int], Path]:
-    """Train (or load) ``methods`` at every size of ``sized``: ``n_end_seeds`` training seeds from ``seed``
-    for the smallest and the largest size, one for the others. Keys: ``(size index, method, seed)``."""
-    from lacy.train.run import get_or_train
+def ladder_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int,
+                methods: Sequence[str] = ("standard", "lacy")) -> dict[tuple[int, str, int], "TrainJob"]:
+    """The runs of the size ladder: ``methods`` at every size of ``sized``, ``n_end_seeds`` training seeds
+    from ``seed`` for the smallest and the largest size, one for the others. Keys: ``(size index, method,
+    seed)``; train them with :func:`lacy.train.run.get_or_train_many`."""
+    from lacy.train.run import TrainJob
 
     ends = (0, len(sized) - 1)
-    return {(i, method, s): get_or_train("synthbio", method, sized[i], s, root=root, cache_root=cache_root, progress=progress)
-            for i in range(len(sized)) for method in methods for s in range(seed, seed + (n_end_seeds if i in ends else 1))}
+    return {(i, method, s): TrainJob("synthbio", method, sized[i], s) for i in range(len(sized)) for method in methods
+            for s in range(seed, seed + (n_end_seeds if i in ends else 1))}
+
+
+def chapter_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, fractions: Sequence[float],
+                 fraction_sizes: Sequence[int]) -> dict[tuple, "TrainJob"]:
+    """Every run chapter 7 needs, to train at once with :func:`lacy.train.run.get_or_train_many`:
+    the ladder (keys ``("size", i, method, seed)``, :func:`ladder_jobs`), LaCy at each call fraction at
+    the sizes ``fraction_sizes`` (``("fraction", i, f)``), ``lacy_adaptive`` and the deferral gate at the
+    profile's own SLM (``("lacy_adaptive",)``, ``("gate",)``) and the LM helper (``("helper",)``)."""
+    from lacy.train.run import TrainJob
+
+    profile = sized[-1]
+    return {**{("size", *key): job for key, job in ladder_jobs(sized, seed, n_end_seeds).items()},
+            **{("fraction", i, f): TrainJob("synthbio", "lacy", sized[i].override({"train.call_fraction": f}), seed)
+               for i in fraction_sizes for f in fractions},
+            ("lacy_adaptive",): TrainJob("synthbio", "lacy_adaptive", profile, seed),
+            ("gate",): TrainJob("synthbio", "lacy", profile.override({"model.call_head": "gate"}), seed),
+            ("helper",): TrainJob("synthbio", "standard", profile.as_helper(), seed)}
 
 
 def ladder_table(sized: Sequence[Profile], runs: Mapping[tuple[int, str, int], Path]) -> pd.DataFrame:

@@ -128,11 +128,17 @@ class LacyLM(L.LightningModule):
             inputs = {k: None if v is None else self._gather_rows(v) for k, v in inputs.items()}
         selection = self.spec.select(inputs, fraction=self.cfg.call_fraction, granularity=self.cfg.granularity,
                                      generator=self._selection_generator(0 if gather else self.global_rank),
-                                     threshold=self.cfg.call_threshold)
+                                     threshold=self.call_threshold())
         if gather:
             rows = slice(self.global_rank * current.shape[0], (self.global_rank + 1) * current.shape[0])
             selection = Selection(call=selection.call[rows], learn=selection.learn[rows])
         return selection
+
+    def call_threshold(self) -> float:
+        """``lacy_adaptive``'s threshold at this step: ``inf`` (delegate nothing) during the first
+        ``train.call_warmup`` of ``train.max_steps``, then ``train.call_threshold``. A function of the global
+        step only, so resumed and data-parallel runs agree."""
+        return self.cfg.call_threshold if self.global_step >= self.cfg.call_warmup * self.cfg.max_steps else math.inf
 
     def _gather_rows(self, tensor: Tensor) -> Tensor:
         """``[B, T]`` on each rank → ``[world_size * B, T]`` in rank order (bool via uint8 for gloo)."""

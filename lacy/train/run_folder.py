@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lacy.io import write_json_atomic
-from lacy.profiles import DEFAULT_CALL_THRESHOLD, ConfigError, Profile
+from lacy.profiles import DEFAULT_CALL_THRESHOLD, DEFAULT_CALL_WARMUP, ConfigError, Profile
 
 RUN_RECORD = "run.json"
 # Settings that change how fast a run goes, never what it computes: they may differ on resumption.
@@ -28,7 +28,7 @@ folder name), so changing how models are evaluated (subjects, generation length)
 
 
 _ADDED_MODEL = {"call_head": "token"}
-_ADDED_TRAIN = {"call_threshold": DEFAULT_CALL_THRESHOLD}
+_ADDED_TRAIN = {"call_threshold": DEFAULT_CALL_THRESHOLD, "call_warmup": DEFAULT_CALL_WARMUP}
 ADDED_SETTINGS: dict[str, dict[str, Any]] = {"model": _ADDED_MODEL, "helper_model": _ADDED_MODEL,
                                              "train": _ADDED_TRAIN, "helper_train": _ADDED_TRAIN}
 """Settings added after runs were first recorded, with the value every earlier run had implicitly: at that

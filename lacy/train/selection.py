@@ -19,8 +19,9 @@ per rank):
   most ``k``: only tokens the judge marks unacceptable are eligible.
 - A group is the whole batch (``granularity="batch"``, the default: one quantile over the batch) or
   one sequence (``granularity="sequence"``).
-- ``lacy_adaptive`` is the exception: it converts every valid fact token whose current loss exceeds
-  an absolute threshold (``train.call_threshold``), so its count is not matched.
+- ``lacy_adaptive`` is the exception: after a warm-up (``train.call_warmup``) it converts every valid
+  fact token whose current loss exceeds an absolute threshold (``train.call_threshold``), so its count
+  is not matched.
 - Ties are broken deterministically: a stable sort by descending score, so among equal scores the
   lower flat index (row-major within the group) is selected first.
 
@@ -153,7 +154,10 @@ def select_lacy_adaptive(
     threshold: float = DEFAULT_CALL_THRESHOLD,
 ) -> Selection:
     """Adaptive LaCy (issue #13): every valid fact token whose current loss exceeds ``threshold`` nats
-    → ``<CALL>``; every other valid token is learned.
+    → ``<CALL>``; every other valid token is learned. ``threshold=inf`` delegates nothing: the training
+    module passes it during the warm-up (:meth:`lacy.train.module.LacyLM.call_threshold`), because a fact
+    delegated before the model has had the chance to learn it never gets the gradient that would teach
+    it (measured without warm-up: the SLM recalled none of the famous people's attributes).
 
     Why: ``lacy`` delegates a fixed top 60% of each batch's fact losses, so late in training it still
     delegates facts the model is about to learn (the famous people's, seen hundreds of times) while a
@@ -166,8 +170,8 @@ def select_lacy_adaptive(
     The number of ``<CALL>`` targets is *not* matched to ``lacy``'s: compare the two at equal achieved
     call rates (the cascade sweep), not at one training setting.
     """
-    if not (math.isfinite(threshold) and threshold >= 0.0):
-        raise ValueError(f"threshold must be a finite number of nats >= 0, got {threshold}; "
+    if math.isnan(threshold) or threshold < 0.0:
+        raise ValueError(f"threshold must be a number of nats >= 0 (inf: delegate nothing), got {threshold}; "
                          "set it with --set train.call_threshold=...")
     return _call_selected(valid, valid & fact & (loss > threshold))
 
