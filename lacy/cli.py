@@ -20,7 +20,7 @@ from lacy.cascade.policies import POLICIES
 from lacy.cascade.specs import HELPER_SPECS
 from lacy.profiles import CORPORA, METHODS, PROFILES, ConfigError, get_profile, parse_overrides
 
-BENCHES = ("annotate", "train", "cascade", "remote")
+BENCHES = ("annotate", "train", "cascade", "remote", "runs")
 
 
 def _print_json(obj: Any, out: str | None = None) -> None:

@@ -86,3 +86,19 @@ def test_chapter_jobs_cover_the_ladder_the_sweep_and_the_variants(smoke_profile)
     assert folder[("fraction", 1, 0.2)] != folder[("size", 1, "lacy", 0)]
     assert jobs[("lacy_adaptive",)].method == "lacy_adaptive" and jobs[("gate",)].profile.model.call_head == "gate"
     assert jobs[("helper",)].profile.model == smoke_profile.helper_model
+
+
+def test_frontier_points_name_each_kind_and_keep_one_slm_alone_per_method_across_helpers():
+    from lacy.plots import HELPER_ALONE
+
+    sweep = pd.DataFrame({
+        "helper": ["doc", "doc", "doc", "lm", "lm", "lm"],
+        "method": ["lacy", "lacy", HELPER_ALONE, "lacy", "lacy", HELPER_ALONE],
+        "target_rate": [0.0, 0.22, 1.0, 0.0, 0.22, 1.0],
+        "flops_per_token": [1.0, 2.0, 3.0, 1.0, 5.0, 9.0], "precision": [0.1] * 6, "recall": [0.2] * 6})
+    one = scaling.frontier_points(sweep[sweep["helper"] == "lm"])
+    assert list(one["kind"]) == ["SLM alone", "cascade (22%)", "helper alone"] and list(one["label"]) == ["lacy", "lacy", "helper"]
+    many = scaling.frontier_points(sweep, by_helper=True)
+    assert list(zip(many["kind"], many["label"])) == [
+        ("SLM alone", "lacy"), ("cascade, doc (22%)", "lacy"), ("helper alone", "doc"),
+        ("cascade, lm (22%)", "lacy"), ("helper alone", "lm")]

@@ -348,3 +348,15 @@ def test_get_or_train_many_trains_in_workers_as_one_thread_trains_here(smoke, ca
     lines.clear()
     assert get_or_train_many(jobs, root=tmp_path / "pool", cache_root=cache_root, workers=2, log=lines.append) == folders
     assert lines == []
+
+
+def test_bench_runs_times_the_same_jobs_serially_and_side_by_side(cache_root):
+    from lacy.bench.runs import run
+
+    result = run(profile="smoke", max_steps=2, cache_root=cache_root, overrides={"train.precision": "32"})
+    assert result["runs"] == 4 and result["max_steps"] == 2 and all(p > 0 for p in result["params"])
+    assert result["serial_seconds"] > 0 and result["side_by_side_seconds"] > 0
+    assert result["speedup"] == pytest.approx(result["serial_seconds"] / result["side_by_side_seconds"])
+    assert result["workers"] >= 1 and result["threads_per_worker"] >= 1
+    assert 0 < result["mfu_serial"] < 1 and 0 < result["mfu_side_by_side"] < 1
+    assert result["features"]["dtype"] == "float32"

@@ -255,12 +255,18 @@ def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], 
     return best, lines
 
 
-def frontier_points(sweep: pd.DataFrame) -> pd.DataFrame:
+def frontier_points(sweep: pd.DataFrame, by_helper: bool = False) -> pd.DataFrame:
     """A :func:`lacy.evaluate.grid.sweep_grid` frame at rates 0 and a budget as cost-frontier points:
-    ``label`` (the size, or ``helper``) and ``kind`` (SLM alone, cascade at the budget, helper alone)."""
+    ``label`` (the size or method, or ``helper``) and ``kind`` (SLM alone, cascade at the budget, helper alone).
+
+    ``by_helper``: the frame holds several helpers (chapter 6): cascades are told apart by helper in
+    ``kind``, each helper alone is labelled with its name, and each SLM alone (the same run whatever the
+    helper) is kept once."""
     from lacy.plots import HELPER_ALONE
 
     alone = sweep["method"] == HELPER_ALONE
-    kind = np.where(alone, "helper alone", np.where(sweep["target_rate"] == 0, "SLM alone",
-                                                    [f"cascade ({rate:.0%})" for rate in sweep["target_rate"]]))
-    return sweep.assign(kind=kind, label=sweep["method"].where(~alone, "helper"))
+    cascade = [f"cascade, {helper} ({rate:.0%})" if by_helper else f"cascade ({rate:.0%})"
+               for helper, rate in zip(sweep["helper"], sweep["target_rate"])]
+    kind = np.where(alone, "helper alone", np.where(sweep["target_rate"] == 0, "SLM alone", cascade))
+    points = sweep.assign(kind=kind, label=sweep["method"].where(~alone, sweep["helper"] if by_helper else "helper"))
+    return points.drop_duplicates(["kind", "label"], ignore_index=True) if by_helper else points
