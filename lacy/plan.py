@@ -52,6 +52,9 @@ CH3_SEEDS = 3
 CH4_METHODS = ("standard", "loss", "lacy", "ignore_facts")
 CH6_METHODS = ("standard", "loss", "lacy")
 CH6_SMALL = {"n_subjects": 20, "max_new_tokens": 40, "rates": 4}  # chapter 6 below full scale
+AUTO_NEW_TOKENS = 131
+"""Tokens a synthbio generation may write when ``eval.max_new_tokens`` is 0 ("auto": 1.5x the longest training
+biography, :meth:`lacy.evaluate.run.EvaluationContext.max_new_tokens`), measured on the ``cpu`` world (131)."""
 # Chapter 7's parameters cell: the call fractions swept at the ladder sizes CH7_FRACTION_SIZES (indices, smallest
 # first), the training seeds of the smallest and the largest size, and the rates of the token-vs-gate sweep.
 CH7_FRACTIONS = (0.2, 0.4, 0.6, 0.8)
@@ -148,10 +151,15 @@ def full_scale_wikipedia(profile: Profile) -> bool:
     return profile.name == "gpu"
 
 
+def new_tokens(profile: Profile) -> int:
+    """``eval.max_new_tokens``, or :data:`AUTO_NEW_TOKENS` where it is 0 ("auto")."""
+    return profile.eval.max_new_tokens or AUTO_NEW_TOKENS
+
+
 def chapter_work(chapter: str, profile: Profile) -> list[Work]:
     """The work ``chapter`` adds under ``profile`` (models already trained by earlier chapters are reused)."""
     check_choice("chapter", chapter, CHAPTERS)
-    e = profile.eval
+    e, generated = profile.eval, new_tokens(profile)
     slm = _slm(profile)
     if chapter == "01_data":
         return [Work("annotate synthbio + vitalwiki with spaCy", spacy_tokens=synthbio_tokens(profile) + vitalwiki_tokens(profile))]
@@ -166,20 +174,20 @@ def chapter_work(chapter: str, profile: Profile) -> list[Work]:
     if chapter == "04_cascade":
         sweep_rates = len([r for r in e.sweep_rates if r < 1.0])
         per_helper = len(CH4_METHODS) * (sweep_rates + 1) + 1  # sweeps, budget runs, helper alone
-        return [decoding("document-helper cascades", per_helper * e.n_subjects, e.max_new_tokens, [slm]),
-                decoding("LM-helper cascades", per_helper * e.n_subjects, e.max_new_tokens, [slm, _helper(profile)])]
+        return [decoding("document-helper cascades", per_helper * e.n_subjects, generated, [slm]),
+                decoding("LM-helper cascades", per_helper * e.n_subjects, generated, [slm, _helper(profile)])]
     if chapter == "05_what_the_slm_keeps":
-        return [decoding("leakage generations", len(CH3_METHODS) * e.n_subjects, e.max_new_tokens, [slm]),
+        return [decoding("leakage generations", len(CH3_METHODS) * e.n_subjects, generated, [slm]),
                 Work("teacher-forced leakage over the val split", flops=len(CH3_METHODS) * 2 * slm[0] * synthbio_tokens(profile) * profile.data.val_fraction)]
     if chapter == "06_real_wikipedia":
         full = full_scale_wikipedia(profile)
         n_subjects = e.n_subjects if full else min(CH6_SMALL["n_subjects"], e.n_subjects)
-        new_tokens = e.max_new_tokens if full else min(CH6_SMALL["max_new_tokens"], e.max_new_tokens)
+        wiki_tokens = e.max_new_tokens if full else min(CH6_SMALL["max_new_tokens"], e.max_new_tokens or CH6_SMALL["max_new_tokens"])
         helper = HUB_HELPERS.get(profile.hub_helper, HUB_HELPERS["meta-llama/Llama-3.2-1B-Instruct"]) if full else SMOLLM2
         lm_runs = len(CH6_METHODS) + 2  # budget runs, one extra sweep rate, the helper alone
         return [training("train vitalwiki methods + reference seed", profile, models=len(CH6_METHODS) + 1),
-                decoding("document-helper sweeps + leakage", len(CH6_METHODS) * (CH6_SMALL["rates"] + 1) * n_subjects, new_tokens, [slm]),
-                decoding("LM-helper cascades", lm_runs * n_subjects, new_tokens, [slm, (helper["params"], helper["layers"])])]
+                decoding("document-oracle and retrieval sweeps + leakage", len(CH6_METHODS) * (2 * CH6_SMALL["rates"] + 1) * n_subjects, wiki_tokens, [slm]),
+                decoding("LM-helper cascades", lm_runs * n_subjects, wiki_tokens, [slm, (helper["params"], helper["layers"])])]
     if chapter == "07_scaling":
         return scaling_work(profile)
     return []
@@ -202,14 +210,14 @@ def scaling_work(profile: Profile) -> list[Work]:
     # The models that read a cascade's tokens, per ladder size; joined over several sizes, one generation
     # stands for one through each of those sizes' cascades.
     with_helper = [[_slm(p), helper] for p in sized]
-    n, new_tokens = e.n_subjects, e.max_new_tokens
+    n, generated = e.n_subjects, new_tokens(profile)
     return [trained,
-            decoding("call-fraction budget runs", (1 + len(CH7_FRACTIONS)) * n, new_tokens,
+            decoding("call-fraction budget runs", (1 + len(CH7_FRACTIONS)) * n, generated,
                      [m for i in CH7_FRACTION_SIZES for m in with_helper[i]]),
-            decoding("lacy_adaptive, lacy, standard at the budget", 3 * n, new_tokens, [slm, helper]),
-            decoding("gate vs token: sweep, helper alone, budget", (2 * len(CH7_GATE_RATES) + 1 + 2) * n, new_tokens, [slm, helper]),
-            decoding("frontier: lacy at rate 0 and the budget", 2 * n, new_tokens, [m for models in with_helper for m in models]),
-            decoding("frontier: helper alone", n, new_tokens, with_helper[0])]
+            decoding("lacy_adaptive, lacy, standard at the budget", 3 * n, generated, [slm, helper]),
+            decoding("gate vs token: sweep, helper alone, budget", (2 * len(CH7_GATE_RATES) + 1 + 2) * n, generated, [slm, helper]),
+            decoding("frontier: lacy at rate 0 and the budget", 2 * n, generated, [m for models in with_helper for m in models]),
+            decoding("frontier: helper alone", n, generated, with_helper[0])]
 
 
 def card_peak(device_name: str) -> tuple[float, str] | None:

@@ -146,7 +146,7 @@ def evaluate_calls(model_dir: Any, corpus: str, profile: Any, seed: int, *, help
     (as in :func:`lacy.evaluate.run.sweep`); ``helper`` is a built helper or a
     :func:`~lacy.cascade.specs.build_helper` spec run on ``device``. Returns ``(summary, outcomes)``:
     the summary has ``precision, recall, ci95`` (over subjects), ``factscore, respond_ratio, facts_per_response, call_rate, target_rate, helper,
-    method, n_subjects`` and every key of :func:`call_value`.
+    method, n_subjects, flops_per_token`` and every key of :func:`call_value`.
     """
     from lacy.evaluate.cascade_run import EvaluationContext, run_cascade
     from lacy.evaluate.subjects import reference_documents
@@ -157,5 +157,5 @@ def evaluate_calls(model_dir: Any, corpus: str, profile: Any, seed: int, *, help
     outcomes = call_outcomes(ctx.model, ctx.tokenizer, [s.name for s in run.subjects], run.generations, references)
     full = run.summary()
     summary = {key: full[key] for key in ("precision", "recall", "ci95", "factscore", "respond_ratio", "facts_per_response", "call_rate",
-                                          "helper", "method", "n_subjects")}
+                                          "helper", "method", "n_subjects", "flops_per_token")}
     return {**summary, "target_rate": budget, **call_value(outcomes)}, outcomes
