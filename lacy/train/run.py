@@ -175,8 +175,9 @@ def get_or_train_many(jobs: Sequence[TrainJob], *, root: str | Path = "runs", ca
     (``"auto"``: :func:`resolve_train_workers`), each with ``cores // workers`` intra-op threads. Why:
     a small model's step is dominated by element-wise kernels and Python overhead that do not spread
     over two threads, so two one-thread runs side by side finish sooner than one after the other
-    (measured on a 2-core CPU, 0.17M parameters: 1.38x). A CPU run's weights depend on its thread count
-    in the last bits (matmul reductions are split differently), so ``summary.json`` records ``threads``;
+    (``lacy bench runs``: 1.24x for chapter 7's four smallest runs of 150 steps on a 2-core CPU, worker
+    start-up included). A CPU run's weights depend on its thread count in the last bits (matmul
+    reductions are split differently), so ``summary.json`` records ``threads``;
     the same jobs with the same ``workers`` on the same machine give the same runs. Jobs whose method
     needs a reference model (``rho``, ...) train in this process, one at a time, because they may
     train that shared reference first. ``log`` receives one line per job with its seconds.
