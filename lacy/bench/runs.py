@@ -27,9 +27,9 @@ from lacy.data.cache import default_cache_root
 from lacy.data.datamodule import LacyDataModule
 from lacy.evaluate.scaling import sized_profiles
 from lacy.plan import parameters, train_flops_per_token
-from lacy.profiles import get_profile, resolve_processes
+from lacy.profiles import get_profile
 from lacy.train.model import autocast_dtype, resolve_precision
-from lacy.train.run import TrainJob, get_or_train_many, resolve_accelerator, resolve_train_workers
+from lacy.train.run import TrainJob, get_or_train_many, resolve_accelerator, resolve_train_workers, worker_threads
 
 DEFAULT_STEPS = 150
 SIZES = 2  # the smallest sizes of the ladder: where a step is overhead-bound and side by side pays most
@@ -61,7 +61,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, str] | None = None, max_st
         "params": [parameters(job.profile.model, settings.data.vocab_size, settings.data.seq_len) for job in jobs],
         "serial_seconds": seconds["serial"], "side_by_side_seconds": seconds["side_by_side"],
         "speedup": seconds["serial"] / seconds["side_by_side"], "workers": workers,
-        "threads_per_worker": max(1, resolve_processes("auto") // workers),
+        "threads_per_worker": worker_threads(workers),
         "gemm_peak_flops": peak, "mfu_serial": flops / seconds["serial"] / peak, "mfu_side_by_side": flops / seconds["side_by_side"] / peak,
         "features": machine_features(dtype),
     }

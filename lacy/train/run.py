@@ -167,6 +167,11 @@ def resolve_train_workers(requested: int | str, accelerator: str) -> int:
     return resolve_processes(requested, key="workers")
 
 
+def worker_threads(workers: int) -> int:
+    """Intra-op threads of each of ``workers`` training processes: this machine's cores shared out, at least one."""
+    return max(1, resolve_processes("auto") // workers)
+
+
 def get_or_train_many(jobs: Sequence[TrainJob], *, root: str | Path = "runs", cache_root: str | Path | None = None,
                       workers: int | str = "auto", log: Callable[[str], None] | None = print) -> list[Path]:
     """:func:`get_or_train` for every job: the run folders, in the order of ``jobs``.
@@ -198,7 +203,7 @@ def get_or_train_many(jobs: Sequence[TrainJob], *, root: str | Path = "runs", ca
         caches = {content_key(cache_config(j.corpus, j.profile, j.seed)): j for j in parallel.values()}
         for job in caches.values():  # build each token cache once here, not in every worker at once
             LacyDataModule(job.corpus, job.profile, seed=job.seed, cache_root=cache_root).setup("fit")
-        threads = max(1, resolve_processes("auto") // n_workers)
+        threads = worker_threads(n_workers)
         with ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_start_worker, initargs=(threads, list(warnings.filters))) as pool:
             futures = {pool.submit(_train_job, job, folder, cache_root): folder for folder, job in parallel.items()}
