@@ -11,8 +11,9 @@ follows a text whose tokenisation changed at the end, without touching the other
 row there is never a dead slot in the middle of the cache, no mask is passed, and the forward is the
 plain one-sequence forward.
 
-Dead slots cost every later forward (the cache is copied on each append and attended in full), and
-an LM helper that continues one row at a time leaves many: each call pads the 31 other rows. When
+The cache grows in place (:class:`GrowingLayer`: spare capacity, doubled when full), so an append
+copies only the new slots, not the whole cache. Dead slots still cost every later forward (they are
+attended in full), and an LM helper that continues one row at a time leaves many: each call pads the 31 other rows. When
 dead slots outnumber :attr:`BatchedLM.compact_slack` plus the longest row, the cache is compacted:
 each row's live slots are gathered, in order, into a left-padded cache as wide as the longest row.
 Keys carry their rotary positions, so moving them changes no logit.
@@ -26,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from lacy.data.tokenizer import call_token_id
 
@@ -90,6 +92,76 @@ def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[i
     return {int(i) for i in ids}
 
 
+class GrowingLayer(DynamicLayer):
+    """A KV-cache layer that appends into spare capacity instead of concatenating.
+
+    ``DynamicLayer`` concatenates on every update, copying the whole cache once per generated token;
+    here the keys and values live in buffers of ``capacity`` slots (doubled when full) and
+    :attr:`keys` / :attr:`values` are views of the filled part. Assigning them (compaction, a row
+    subset) replaces the buffers; assign both together (``layer.keys, layer.values = k, v``), since
+    the keys set the length. The views hold the same numbers as the concatenated tensors, and
+    attention reads each ``[slots, head_dim]`` matrix with the same layout, so logits do not change.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self._length = 0
+        super().__init__()
+
+    def _view(self, buffer: torch.Tensor | None) -> torch.Tensor | None:
+        return buffer[:, :, : self._length] if buffer is not None and buffer.dim() == 4 else buffer
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return self._view(self._buffers[0])
+
+    @keys.setter
+    def keys(self, tensor: torch.Tensor | None) -> None:
+        self._buffers = (tensor, self._buffers[1])
+        self._length = tensor.shape[2] if tensor is not None and tensor.dim() == 4 else 0
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return self._view(self._buffers[1])
+
+    @values.setter
+    def values(self, tensor: torch.Tensor | None) -> None:
+        self._buffers = (self._buffers[0], tensor)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        keys, values = self._buffers
+        end = self._length + key_states.shape[2]
+        if keys.dim() != 4 or end > keys.shape[2]:
+            capacity = max(end, 2 * self._length, 16)
+            grown = []
+            for old, new in ((keys, key_states), (values, value_states)):
+                buffer = new.new_empty((*new.shape[:2], capacity, new.shape[3]))
+                if self._length:
+                    buffer[:, :, : self._length] = old[:, :, : self._length]
+                grown.append(buffer)
+            keys, values = self._buffers = tuple(grown)
+        keys[:, :, self._length : end] = key_states
+        values[:, :, self._length : end] = value_states
+        self._length = end
+        return self.keys, self.values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of slots to remove, got {tokens_to_remove}")
+        if self.is_initialized:
+            self._length = max(0, self._length + tokens_to_remove)
+
+
+def growing_cache(model: PreTrainedModel) -> DynamicCache:
+    """A ``DynamicCache`` for ``model`` whose plain layers are :class:`GrowingLayer` (sliding-window
+    layers, if any, keep their own class)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 class BatchedLM:
     """``n_rows`` token sequences decoded together by ``model``; :meth:`extend` returns next-token logits.
 
@@ -106,7 +178,7 @@ class BatchedLM:
         self.model = model
         self.device = model.device
         self.n_rows = n_rows
-        self.cache = DynamicCache(config=model.config) if kv_cache else None
+        self.cache = growing_cache(model) if kv_cache else None
         self.cache_kwarg = cache_argument(model)
         self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
         self.ids: list[list[int]] = [[] for _ in range(n_rows)]
@@ -148,8 +220,8 @@ class BatchedLM:
             self.slots[row] = list(range(start, width))
         rows = torch.arange(self.n_rows)[:, None]
         for layer in self.cache.layers:  # [rows, heads, slots, dim] -> the same with the gathered slots
-            layer.keys = layer.keys.transpose(1, 2)[rows, index].transpose(1, 2).contiguous()
-            layer.values = layer.values.transpose(1, 2)[rows, index].transpose(1, 2).contiguous()
+            layer.keys, layer.values = [cached.transpose(1, 2)[rows, index].transpose(1, 2).contiguous()
+                                        for cached in (layer.keys, layer.values)]
 
     def extend(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Read ``new_ids[row]`` for every row (possibly none); float logits ``[n_rows, vocab]`` after
@@ -212,15 +284,12 @@ class BatchedLM:
         rows get dead zero slots (finite, and masked from every query)."""
         index = torch.tensor(rows, device=self.device)
         for full, part in zip(self.cache.layers, sub.layers):
-            grown = []
-            for mine, theirs in ((full.keys, part.keys), (full.values, part.values)):
-                shape = (self.n_rows, theirs.shape[1], theirs.shape[2] - past, theirs.shape[3])
-                new = theirs.new_zeros(shape)
-                new[index] = theirs[:, :, past:]
-                grown.append(new if mine is None or not mine.numel() else torch.cat([mine, new], dim=2))
-            if not full.is_initialized:
-                full.lazy_initialization(*grown)
-            full.keys, full.values = grown
+            slabs = []
+            for theirs in (part.keys, part.values):
+                slab = theirs.new_zeros((self.n_rows, theirs.shape[1], theirs.shape[2] - past, theirs.shape[3]))
+                slab[index] = theirs[:, :, past:]
+                slabs.append(slab)
+            full.update(*slabs)
 
     def _mask(self, live: torch.Tensor, past: int) -> torch.Tensor:
         """Additive 4D mask ``[rows, 1, new, slots]``: a query at slot ``past + i`` sees the live slots up
