@@ -147,6 +147,16 @@ class GrowingLayer(DynamicLayer):
         self._length = end
         return self.keys, self.values
 
+    def load(self, keys: torch.Tensor, values: torch.Tensor, spare: int) -> None:
+        """Hold a copy of ``keys`` and ``values`` with room for ``spare`` more slots."""
+        buffers = []
+        for tensor in (keys, values):
+            buffer = tensor.new_empty((*tensor.shape[:2], tensor.shape[2] + spare, tensor.shape[3]))
+            buffer[:, :, : tensor.shape[2]] = tensor
+            buffers.append(buffer)
+        self._buffers, self._length = tuple(buffers), keys.shape[2]
+        self.device, self.is_initialized = keys.device, True
+
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
             raise ValueError(f"crop takes a negative count of slots to remove, got {tokens_to_remove}")
@@ -179,6 +189,7 @@ class BatchedLM:
         self.device = model.device
         self.n_rows = n_rows
         self.cache = growing_cache(model) if kv_cache else None
+        self.sub_cache: DynamicCache | None = None  # see _rows_cache
         self.cache_kwarg = cache_argument(model)
         self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
         self.ids: list[list[int]] = [[] for _ in range(n_rows)]
@@ -259,7 +270,7 @@ class BatchedLM:
             self.slots[row].extend(range(past + start, past + width))
             self.ids[row].extend(ids)
         self.live = torch.cat([self.live, step_live], dim=1)
-        cache = self.cache if everyone else self._rows_cache(moving)
+        cache = self.cache if everyone else self._rows_cache(moving, width)
         live = self.live if everyone else self.live[moving]
         kwargs = {self.cache_kwarg: cache, "use_cache": True}
         if not bool(live.all()):  # all slots live: positions are the slot indices, no mask needed
@@ -272,12 +283,20 @@ class BatchedLM:
         out[moving] = logits
         return out
 
-    def _rows_cache(self, rows: list[int]) -> DynamicCache:
-        """A cache holding only ``rows`` of this one (a copy), for a forward of those rows alone."""
+    def _rows_cache(self, rows: list[int], spare: int) -> DynamicCache:
+        """A cache holding only ``rows`` of this one (a copy, with room for ``spare`` new slots), for a
+        forward of those rows alone. One cache object serves every such forward (building a
+        ``DynamicCache`` costs more than a small model's step)."""
+        if self.sub_cache is None:
+            self.sub_cache = growing_cache(self.model)
         if not self.cache.get_seq_length():
-            return DynamicCache(config=self.model.config)
+            for layer in self.sub_cache.layers:
+                layer.reset()
+            return self.sub_cache
         index = torch.tensor(rows, device=self.device)
-        return DynamicCache([(layer.keys[index], layer.values[index]) for layer in self.cache.layers], config=self.model.config)
+        for mine, layer in zip(self.sub_cache.layers, self.cache.layers):
+            mine.load(layer.keys[index], layer.values[index], spare)
+        return self.sub_cache
 
     def _write_back(self, sub: DynamicCache, rows: list[int], past: int) -> None:
         """Append the slots ``sub`` gained after ``past`` to this cache: ``rows`` get them, the other
