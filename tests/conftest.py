@@ -6,6 +6,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LACY_GENERATION_CACHE", "off")  # tests that count decoding must decode; test_generation_cache turns it on
 
 
 @pytest.fixture(scope="session")

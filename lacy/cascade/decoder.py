@@ -28,18 +28,22 @@ of the shared KV cache, so nothing is re-encoded. A row's greedy output is the o
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lacy.cascade.hf import BatchedLM, banned_token_bias, encode_text, max_positions, output_vocab_size
+from lacy.cascade.hf import BatchedLM, banned_token_bias, encode_text, max_positions, model_fingerprint, output_vocab_size
 from lacy.cascade.helpers import Helper, HelperBatch, HelperReply, LMHelper
 from lacy.cascade.policies import CallPolicy
+from lacy.data.cache import content_key
 from lacy.data.tokenizer import call_token_id
 
 HANDOFFS = ("word", "token")
@@ -190,6 +194,7 @@ class CascadeDecoder:
         self.seed = seed
         self.call_logit_bias = call_logit_bias
         self.max_helper_tokens = max_helper_tokens
+        self.ignore_eos = ignore_eos
         self.kv_cache = kv_cache
         self.batch_size = batch_size
         self.call_id = call_token_id(tokenizer)
@@ -200,6 +205,23 @@ class CascadeDecoder:
         self.ban_bias_torch = torch.from_numpy(self.ban_bias).to(slm.device)
         helper_tokenizer = getattr(helper, "tokenizer", None)
         self.shared_vocab = helper_tokenizer is not None and helper_tokenizer.get_vocab() == tokenizer.get_vocab()
+
+    def fingerprint(self) -> str | None:
+        """A hash of everything that fixes this decoder's generation for a given prompt and subject:
+        the SLM (:func:`lacy.cascade.hf.model_fingerprint`), the helper's and the policy's
+        fingerprints, the decoding options and the cascade's own source code with the versions of
+        torch and transformers. None when the helper or the policy cannot say. The batch size and
+        the KV cache are left out: they change the time spent, not the generations (tested)."""
+        helper = "none" if self.helper is None else self.helper.fingerprint()
+        policy = self.policy.fingerprint()
+        if helper is None or policy is None:
+            return None
+        if getattr(self, "_slm_fingerprint", None) is None:
+            self._slm_fingerprint = model_fingerprint(self.slm, self.tokenizer)
+        options = {name: getattr(self, name) for name in ("max_new_tokens", "handoff", "temperature", "top_p", "seed",
+                                                          "call_logit_bias", "max_helper_tokens", "ignore_eos")}
+        return content_key({"slm": self._slm_fingerprint, "helper": helper, "policy": policy, "options": options,
+                            "code": cascade_code_fingerprint()})
 
     def _read_step(self, row: np.ndarray, generator: torch.Generator | None) -> tuple[float, bool, int]:
         """(P(<CALL>), whether <CALL> is the argmax, the SLM's own non-<CALL> token) for one step.
@@ -280,6 +302,15 @@ class CascadeDecoder:
                     logits = slm.extend(new_ids)
         seconds = (time.perf_counter() - started) / len(rows)
         return [row.generation(seconds) for row in rows]
+
+
+@functools.lru_cache(maxsize=1)
+def cascade_code_fingerprint() -> str:
+    """A hash of the source of :mod:`lacy.cascade` and the torch / transformers / tokenizers versions:
+    what, besides the models and options, decides a generation."""
+    sources = {path.name: path.read_text() for path in sorted(Path(__file__).parent.glob("*.py"))}
+    versions = {package: metadata.version(package) for package in ("torch", "transformers", "tokenizers")}
+    return content_key({"sources": sources, "versions": versions})
 
 
 class _Row:

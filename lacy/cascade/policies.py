@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lacy.data.cache import content_key
+
 POLICIES = ("argmax", "threshold", "budget")
 
 
@@ -33,6 +35,11 @@ class CallPolicy(ABC):
         """The decider for one new generation: the policy itself when it keeps no state."""
         return self
 
+    def fingerprint(self) -> str | None:
+        """What determines this policy's decisions, as text (cached generations are keyed by it,
+        :mod:`lacy.evaluate.generation_cache`); None for a policy that does not say (never cached)."""
+        return None
+
 
 class ArgmaxPolicy(CallPolicy):
     """Defer when ``<CALL>`` is the most likely token (plain greedy decoding of the trained SLM)."""
@@ -41,6 +48,9 @@ class ArgmaxPolicy(CallPolicy):
 
     def decide(self, p_call: float, call_is_argmax: bool) -> bool:
         return call_is_argmax
+
+    def fingerprint(self) -> str:
+        return self.name
 
 
 class ThresholdPolicy(CallPolicy):
@@ -55,6 +65,9 @@ class ThresholdPolicy(CallPolicy):
 
     def decide(self, p_call: float, call_is_argmax: bool) -> bool:
         return p_call >= self.tau
+
+    def fingerprint(self) -> str:
+        return f"{self.name}:{self.tau!r}"
 
 
 class BudgetPolicy(CallPolicy):
@@ -85,6 +98,10 @@ class BudgetPolicy(CallPolicy):
         fresh.rate, fresh.warmup, fresh.observed = self.rate, self.warmup, list(self.warmup)
         fresh.n_decisions = fresh.n_calls = 0
         return fresh
+
+    def fingerprint(self) -> str:
+        """The rate and the warm-up values: each generation starts from them (:meth:`start`)."""
+        return f"{self.name}:{self.rate!r}:{content_key({'warmup': self.warmup})}"
 
     @property
     def tau(self) -> float:

@@ -23,6 +23,7 @@ from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 
 from lacy.cascade.helpers import DocumentSession, Helper, HelperReply, HelperSession
+from lacy.data.cache import content_key
 
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 """Words for retrieval: runs of word characters, lower-cased (digits and one-letter words kept)."""
@@ -37,6 +38,7 @@ class BM25Index:
         if k1 < 0 or not 0.0 <= b <= 1.0:
             raise ValueError(f"need k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.documents = list(documents)
+        self.k1, self.b = k1, b
         self.vectorizer = CountVectorizer(token_pattern=TOKEN_PATTERN, lowercase=True, dtype=np.float64)
         counts = sparse.csr_matrix(self.vectorizer.fit_transform(self.documents))
         n_docs = counts.shape[0]
@@ -91,6 +93,12 @@ class RetrievalHelper(Helper):
 
     def session(self, subject: str | None = None) -> "RetrievalSession":
         return RetrievalSession(self)
+
+    def fingerprint(self) -> str:
+        if getattr(self, "_fingerprint", None) is None:
+            index = self.index
+            self._fingerprint = "retrieval:" + content_key({"documents": index.documents, "k": self.k, "k1": index.k1, "b": index.b})
+        return self._fingerprint
 
 
 class RetrievalSession(HelperSession):

@@ -314,10 +314,14 @@ def run_cascade(context: EvaluationContext, helper: "Helper | str | None", polic
     or None (every call unresolved); ``helper_fallback``: a remote helper that is unavailable answers
     "no help" instead of failing. Prompts are decoded ``profile.eval.batch_size`` at a time; each
     generation is the one it gets alone (greedy), so the batch size changes only the time spent.
+    Generations already decoded with the same SLM, helper, policy and options for the same subjects are
+    read back from ``context.cache_root`` (:mod:`lacy.evaluate.generation_cache`).
     """
     chosen = list(chosen) if chosen is not None else context.subjects()
     built = context.helper(helper, device=device, fallback=helper_fallback) if helper is not None else None
     name = helper if isinstance(helper, str) else getattr(built, "name", "none")
     decoder = context.decoder(built, policy, max_new_tokens=max_new_tokens, call_logit_bias=call_logit_bias)
-    generations = decoder.generate_many([s.prompt for s in chosen], [s.name for s in chosen])
+    from lacy.evaluate.generation_cache import generate_cached
+
+    generations = generate_cached(decoder, [s.prompt for s in chosen], [s.name for s in chosen], context.cache_root)
     return CascadeRun(context, chosen, generations, built, name, policy, target_rate)
