@@ -104,7 +104,13 @@ class Helper(ABC):
     def fingerprint(self) -> str | None:
         """A hash of what determines this helper's answers (cascade generations are cached under it,
         :mod:`lacy.evaluate.generation_cache`); None when it cannot be known, e.g. a remote server
-        (never cached). Computed once per helper object."""
+        (never cached). Computed once per helper object, by :meth:`_fingerprint`."""
+        if "_fingerprint_value" not in vars(self):
+            self._fingerprint_value = self._fingerprint()
+        return self._fingerprint_value
+
+    def _fingerprint(self) -> str | None:
+        """What :meth:`fingerprint` returns; subclasses that know what decides their answers override it."""
         return None
 
 
@@ -179,10 +185,8 @@ class LMHelper(Helper):
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **load_kwargs)
         return cls(model, tokenizer, device=device, name=name or str(path_or_id))
 
-    def fingerprint(self) -> str:
-        if getattr(self, "_fingerprint", None) is None:
-            self._fingerprint = "lm:" + model_fingerprint(self.model, self.tokenizer)
-        return self._fingerprint
+    def _fingerprint(self) -> str:
+        return "lm:" + model_fingerprint(self.model, self.tokenizer)
 
     def without_kv_cache(self) -> "LMHelper":
         """The same model and tokenizer, re-encoding everything at every step (the naive reference)."""
@@ -334,10 +338,8 @@ class DocumentHelper(Helper):
     def __init__(self, documents: Mapping[str, Sequence[str]]) -> None:
         self.documents = {subject: tuple(texts) for subject, texts in documents.items()}
 
-    def fingerprint(self) -> str:
-        if getattr(self, "_fingerprint", None) is None:
-            self._fingerprint = "doc:" + content_key({"documents": sorted(self.documents.items())})
-        return self._fingerprint
+    def _fingerprint(self) -> str:
+        return "doc:" + content_key({"documents": sorted(self.documents.items())})
 
     def session(self, subject: str | None = None) -> "DocumentSession":
         return DocumentSession(self.documents.get(subject, ()) if subject is not None else ())

@@ -94,11 +94,9 @@ class RetrievalHelper(Helper):
     def session(self, subject: str | None = None) -> "RetrievalSession":
         return RetrievalSession(self)
 
-    def fingerprint(self) -> str:
-        if getattr(self, "_fingerprint", None) is None:
-            index = self.index
-            self._fingerprint = "retrieval:" + content_key({"documents": index.documents, "k": self.k, "k1": index.k1, "b": index.b})
-        return self._fingerprint
+    def _fingerprint(self) -> str:
+        index = self.index
+        return "retrieval:" + content_key({"documents": index.documents, "k": self.k, "k1": index.k1, "b": index.b})
 
 
 class RetrievalSession(HelperSession):
