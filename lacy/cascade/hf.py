@@ -150,17 +150,12 @@ class GrowingLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        keys, values = self._buffers
         end = self._length + key_states.shape[2]
-        if keys.dim() != 4 or end > keys.shape[2]:
-            capacity = max(end, 2 * self._length, 16)
-            grown = []
-            for old, new in ((keys, key_states), (values, value_states)):
-                buffer = new.new_empty((*new.shape[:2], capacity, new.shape[3]))
-                if self._length:
-                    buffer[:, :, : self._length] = old[:, :, : self._length]
-                grown.append(buffer)
-            keys, values = self._buffers = tuple(grown)
+        if self._buffers[0].dim() != 4:  # nothing stored yet (lazy initialisation leaves empty 1-D tensors)
+            self.load(key_states[:, :, :0], value_states[:, :, :0], max(end, 16))
+        elif end > self._buffers[0].shape[2]:
+            self.load(self.keys, self.values, max(end, 2 * self._length) - self._length)
+        keys, values = self._buffers
         keys[:, :, self._length : end] = key_states
         values[:, :, self._length : end] = value_states
         self._length = end
