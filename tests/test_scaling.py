@@ -78,13 +78,17 @@ def test_chapter_jobs_cover_the_ladder_the_sweep_and_the_variants(smoke_profile)
     from lacy.train.run import run_dir
 
     sized = scaling.sized_profiles(smoke_profile)
-    jobs = scaling.chapter_jobs(sized, 0, 2, [0.2, smoke_profile.train.call_fraction], [0, 1])
-    assert {key for key in jobs if key[0] == "size"} == {("size", *key) for key in scaling.ladder_jobs(sized, 0, 2)}
+    jobs = scaling.chapter_jobs(sized, 0, 2, [0.2, smoke_profile.train.call_fraction], [0, 1], n_variant_seeds=3)
+    assert {key for key in jobs if key[0] == "size"} == {("size", *key) for key in scaling.ladder_jobs(sized, 0, 2, n_largest_seeds=3)}
+    largest = len(sized) - 1
+    assert {key[3] for key in jobs if key[:3] == ("size", largest, "lacy")} == {0, 1, 2}  # the variants' seeds, pooled with LaCy's
+    assert {key[3] for key in jobs if key[:3] == ("size", 0, "lacy")} == {0, 1} and {key[3] for key in jobs if key[:3] == ("size", 1, "lacy")} == {0}
     assert {key for key in jobs if key[0] == "fraction"} == {("fraction", i, f) for i in (0, 1) for f in (0.2, smoke_profile.train.call_fraction)}
     folder = {key: run_dir(j.corpus, j.method, j.profile, j.seed) for key, j in jobs.items()}
     assert folder[("fraction", 1, smoke_profile.train.call_fraction)] == folder[("size", 1, "lacy", 0)]
     assert folder[("fraction", 1, 0.2)] != folder[("size", 1, "lacy", 0)]
-    assert jobs[("lacy_adaptive",)].method == "lacy_adaptive" and jobs[("gate",)].profile.model.call_head == "gate"
+    assert all(jobs[("lacy_adaptive", s)].method == "lacy_adaptive" and jobs[("gate", s)].profile.model.call_head == "gate"
+               and jobs[("gate", s)].seed == s for s in (0, 1, 2))
     assert jobs[("helper",)].profile.model == smoke_profile.helper_model
 
 

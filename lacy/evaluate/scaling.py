@@ -191,32 +191,38 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def ladder_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int,
-                methods: Sequence[str] = ("standard", "lacy")) -> dict[tuple[int, str, int], "TrainJob"]:
+def ladder_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, methods: Sequence[str] = ("standard", "lacy"),
+                n_largest_seeds: int | None = None) -> dict[tuple[int, str, int], "TrainJob"]:
     """The runs of the size ladder: ``methods`` at every size of ``sized``, ``n_end_seeds`` training seeds
-    from ``seed`` for the smallest and the largest size, one for the others. Keys: ``(size index, method,
-    seed)``; train them with :func:`lacy.train.run.get_or_train_many`."""
+    from ``seed`` for the smallest and the largest size (``n_largest_seeds`` for the largest when given),
+    one for the others. Keys: ``(size index, method, seed)``; train them with
+    :func:`lacy.train.run.get_or_train_many`."""
     from lacy.train.run import TrainJob
 
-    ends = (0, len(sized) - 1)
+    largest = len(sized) - 1
+    counts = {i: 1 for i in range(len(sized))} | {0: n_end_seeds, largest: n_end_seeds if n_largest_seeds is None else n_largest_seeds}
     return {(i, method, s): TrainJob("synthbio", method, sized[i], s) for i in range(len(sized)) for method in methods
-            for s in range(seed, seed + (n_end_seeds if i in ends else 1))}
+            for s in range(seed, seed + counts[i])}
 
 
 def chapter_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, fractions: Sequence[float],
-                 fraction_sizes: Sequence[int]) -> dict[tuple, "TrainJob"]:
+                 fraction_sizes: Sequence[int], n_variant_seeds: int = 1) -> dict[tuple, "TrainJob"]:
     """Every run chapter 7 needs, to train at once with :func:`lacy.train.run.get_or_train_many`:
     the ladder (keys ``("size", i, method, seed)``, :func:`ladder_jobs`), LaCy at each call fraction at
     the sizes ``fraction_sizes`` (``("fraction", i, f)``), ``lacy_adaptive`` and the deferral gate at the
-    profile's own SLM (``("lacy_adaptive",)``, ``("gate",)``) and the LM helper (``("helper",)``)."""
+    profile's own SLM with ``n_variant_seeds`` training seeds (``("lacy_adaptive", seed)``, ``("gate", seed)``;
+    the ladder's largest size gets at least as many, so both are compared with LaCy and ``standard`` pooled
+    over the same seeds) and the LM helper (``("helper",)``)."""
     from lacy.train.run import TrainJob
 
     profile = sized[-1]
-    return {**{("size", *key): job for key, job in ladder_jobs(sized, seed, n_end_seeds).items()},
+    variant_seeds = range(seed, seed + n_variant_seeds)
+    ladder = ladder_jobs(sized, seed, n_end_seeds, n_largest_seeds=max(n_end_seeds, n_variant_seeds))
+    return {**{("size", *key): job for key, job in ladder.items()},
             **{("fraction", i, f): TrainJob("synthbio", "lacy", sized[i].override({"train.call_fraction": f}), seed)
                for i in fraction_sizes for f in fractions},
-            ("lacy_adaptive",): TrainJob("synthbio", "lacy_adaptive", profile, seed),
-            ("gate",): TrainJob("synthbio", "lacy", profile.override({"model.call_head": "gate"}), seed),
+            **{("lacy_adaptive", s): TrainJob("synthbio", "lacy_adaptive", profile, s) for s in variant_seeds},
+            **{("gate", s): TrainJob("synthbio", "lacy", profile.override({"model.call_head": "gate"}), s) for s in variant_seeds},
             ("helper",): TrainJob("synthbio", "standard", profile.as_helper(), seed)}
 
 
