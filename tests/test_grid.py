@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lacy.evaluate import stats
-from lacy.evaluate.grid import at_achieved_rates, budget_grid, pool_seeds, training_seed
+from lacy.evaluate.grid import at_achieved_rates, budget_grid, compare_at_achieved_rates, mixture_counts, pool_seeds, training_seed
 from lacy.plots import HELPER_ALONE
 
 
@@ -80,6 +80,45 @@ def test_at_achieved_rates_interpolates_and_never_extrapolates():
     assert table.loc[0.22, "recall"] == pytest.approx(0.4 + (0.07 / 0.15) * 0.2)
     assert math.isnan(table.loc[0.40, "precision"])  # beyond the highest achieved rate: no extrapolation
     assert set(table["method"]) == {"a"}
+
+
+def _point(calls, steps, stated, supported):
+    """Per-subject counts of one operating point: two subjects, each with 6 knowledge-base facts."""
+    return pd.DataFrame({"subject": ["a", "b"], "stated": stated, "supported": supported, "kb_facts": [6, 6],
+                         "recalled": supported, "n_calls": calls, "slm_steps": steps, "tier": ["t", "t"]})
+
+
+def test_mixture_counts_reach_the_rate_exactly_and_mix_the_metrics():
+    low = _point([0, 2], [10, 10], [4, 2], [1, 1])    # achieved 2/20 = 10%
+    high = _point([6, 6], [10, 10], [2, 2], [2, 2])   # achieved 12/20 = 60%
+    mixed = mixture_counts([high, low], 0.35)         # any order
+    assert set(mixed["mix_weight"]) == {0.5}          # (2 + w·10) / 20 = 0.35 -> w = 0.5
+    assert stats.point_estimates(mixed)["call_rate"] == pytest.approx(0.35)
+    # per subject the mixture's terms are the average of the two points' terms
+    expected = np.mean([(0.25 + 1.0) / 2, (0.5 + 1.0) / 2])
+    assert stats.point_estimates(mixed)["precision"] == pytest.approx(expected)
+    assert mixture_counts([low, high], 0.6)["mix_weight"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert mixture_counts([low, high], 0.05) is None and mixture_counts([low, high], 0.7) is None  # never extrapolated
+    assert mixture_counts([low], 0.1)["mix_weight"].tolist() == [1.0, 1.0]
+
+
+def test_mixed_counts_must_weigh_each_subject_to_one():
+    bad = _point([0, 2], [10, 10], [4, 2], [1, 1]).assign(mix_weight=0.5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        stats.point_estimates(bad)
+
+
+def test_compare_at_achieved_rates_pools_seeds_and_names_out_of_range(seed_runs, smoke_profile, cache_root):
+    table = compare_at_achieved_rates(seed_runs, {"doc": "doc"}, "synthbio", smoke_profile, 0, method="lacy",
+                                      rates=(0.0, 0.99), sweep_rates=(0.0, 0.22, 0.6), cache_root=cache_root)
+    assert set(table["baseline"]) == {"standard"} and set(table["metric"]) == {"precision", "recall"}
+    assert (table["n_seeds"] == 2).all()
+    assert set(table.loc[table["rate"] == 0.99, "verdict"]) == {"out of range"}  # no threshold calls 99% of steps
+    in_range = table[table["rate"] == 0.0]
+    assert set(in_range["verdict"]) <= {"ahead", "behind", "no significant difference"}
+    # at 0% calls both cascades are their SLMs alone: the difference is that of the SLMs' own counts
+    for _, row in in_range.dropna(subset=["diff"]).iterrows():
+        assert row["diff"] == pytest.approx(row["a"] - row["b"]) and row["lo"] <= row["diff"] <= row["hi"]
 
 
 def test_interval_table_formats_values_with_their_bounds():

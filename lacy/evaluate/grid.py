@@ -12,7 +12,9 @@ spec string; an LM helper is built once and shared by every run of the grid) and
   per-generation frames (:meth:`lacy.evaluate.cascade_run.CascadeRun.frame`, first training seed) and
   summaries (pooled over training seeds, with per-subject counts) by ``(helper, method)``, and
   :meth:`BudgetGrid.comparisons` (paired-bootstrap differences pooled over seeds).
-* :func:`at_achieved_rates`: a :func:`sweep_grid` frame interpolated at equal *achieved* call rates.
+* :func:`at_achieved_rates`: a :func:`sweep_grid` frame interpolated at equal *achieved* call rates (point
+  estimates); :func:`compare_at_achieved_rates`: the same comparison with 95% intervals, pooled over training
+  seeds (``helper, baseline, rate, metric, diff, lo, hi, a, b, n_seeds, verdict, sentence``).
 
 A method given several run folders (one per training seed) is evaluated once per seed on the same
 subjects; its numbers are seed averages and its intervals come from the subject bootstrap pooled over
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lacy.evaluate.run import evaluate, sweep
+from lacy.evaluate.run import evaluate, sweep, sweep_runs
 from lacy.plots import HELPER_ALONE  # the label the plots draw as the helper-alone star
 from lacy.profiles import Profile
 
@@ -191,6 +193,91 @@ def at_achieved_rates(curve: pd.DataFrame, rates: Sequence[float] = (0.10, 0.22,
                 row[metric] = float(np.interp(rate, achieved[keep], values[keep])) if inside else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+EQUAL_RATE_COLUMNS = ("helper", "baseline", "rate", "metric", "diff", "lo", "hi", "a", "b", "n_seeds", "verdict", "sentence")
+"""Columns of :func:`compare_at_achieved_rates` (``a``, ``b``: each side's value; ``diff`` = a − b)."""
+
+
+def mixture_counts(points: Sequence[pd.DataFrame], rate: float) -> pd.DataFrame | None:
+    """Per-subject counts of the operating point whose achieved call rate is exactly ``rate``, or None when
+    ``rate`` lies outside the achieved rates of ``points``.
+
+    ``points``: the per-subject counts (with ``n_calls`` and ``slm_steps``) of one SLM at several
+    calibrated thresholds. Between the two whose achieved rates (Σ calls / Σ SLM steps) bracket ``rate``,
+    the cascade that uses the lower threshold with probability ``1 − w`` and the upper one with ``w``
+    has expected counts ``(1 − w)·lower + w·upper``; ``w`` is solved so its achieved rate is ``rate``
+    (the convex combination of operating points, as between two points of an ROC curve). The rows of
+    both points come back with a ``mix_weight`` column, which :mod:`lacy.evaluate.stats` sums per subject.
+    """
+    achieved = []
+    for i, counts in enumerate(points):
+        calls, steps = float(counts["n_calls"].sum()), float(counts["slm_steps"].sum())
+        if steps > 0:
+            achieved.append((calls / steps, calls, steps, i))
+    achieved.sort()
+    for (r1, c1, s1, i1), (r2, c2, s2, i2) in zip(achieved, achieved[1:]):
+        if r1 <= rate <= r2:  # (c1 + w·(c2 − c1)) / (s1 + w·(s2 − s1)) = rate, linear in w; r1 ≠ r2 keeps it solvable
+            w = 0.0 if r1 == r2 else min(1.0, max(0.0, (rate * s1 - c1) / ((c2 - c1) - rate * (s2 - s1))))
+            return pd.concat([points[i1].assign(mix_weight=1.0 - w), points[i2].assign(mix_weight=w)], ignore_index=True)
+    exact = [i for r, _, _, i in achieved if r == rate]
+    return points[exact[0]].assign(mix_weight=1.0) if exact else None
+
+
+def compare_at_achieved_rates(runs: Mapping[str, str | Path | Sequence[str | Path]], helpers: Mapping[str, "Helper | str"],
+                              corpus: str, profile: Profile, seed: int, *, method: str, rates: Sequence[float] = (0.10, 0.22, 0.40),
+                              sweep_rates: Sequence[float] | None = None, subjects: Sequence["Subject"] | None = None,
+                              cache_root: str | Path | None = None, device: str = "cpu",
+                              metrics: Sequence[str] = ("precision", "recall")) -> pd.DataFrame:
+    """``method`` − every other method of ``runs`` at equal *achieved* call rates, with a paired bootstrap
+    over subjects pooled over training seeds (the research standard for "A beats B").
+
+    Each run folder (one per training seed; a method may have several) is swept over the calibrated
+    thresholds of ``sweep_rates`` (default ``profile.eval.sweep_rates`` below 1; thresholds calibrated on
+    held-out text, :func:`lacy.evaluate.run.sweep_runs`); at each of ``rates`` its per-subject counts are
+    those of the mixture of the two bracketing thresholds that achieves exactly that rate
+    (:func:`mixture_counts`), so both sides get the same amount of help. Rows: ``helper, baseline, rate,
+    metric, diff, lo, hi, a, b, n_seeds`` (of ``method``), ``verdict`` and ``sentence`` (:data:`EQUAL_RATE_COLUMNS`); a rate outside a
+    side's achieved range gives a row with ``verdict`` "out of range" and no numbers.
+    """
+    from lacy.evaluate.stats import compare, describe, direction
+
+    if method not in runs:
+        raise ValueError(f"method {method!r} is not among the runs {list(runs)}")
+    sweep_rates = [r for r in (profile.eval.sweep_rates if sweep_rates is None else sweep_rates) if r < 1.0]
+    rows = []
+    for name, helper in helpers.items():
+        mixed: dict[str, dict[float, pd.DataFrame | None]] = {}
+        for label, method_runs in runs.items():
+            per_seed: dict[float, list[pd.DataFrame] | None] = {rate: [] for rate in rates}
+            for folder in run_folders(method_runs):
+                points = [pd.DataFrame(run.summary()["subjects"]) for _, _, run in
+                          sweep_runs(folder, corpus, profile, seed, helper=helper, rates=sweep_rates, subjects=subjects,
+                                     cache_root=cache_root, device=device)]
+                for rate in rates:
+                    counts = mixture_counts(points, rate)
+                    if counts is None or per_seed[rate] is None:
+                        per_seed[rate] = None
+                    else:
+                        per_seed[rate].append(counts.assign(seed=training_seed(folder)))
+            mixed[label] = {rate: None if frames is None else pd.concat(frames, ignore_index=True) for rate, frames in per_seed.items()}
+        for other in (label for label in runs if label != method):
+            for rate in rates:
+                a, b = mixed[method][rate], mixed[other][rate]
+                base = {"helper": name, "baseline": other, "rate": rate, "n_seeds": len(run_folders(runs[method]))}
+                if a is None or b is None:
+                    rows += [{**base, "metric": metric, "verdict": "out of range",
+                              "sentence": f"{rate:.0%} achieved calls is outside the sweep of `{method if a is None else other}`"}
+                             for metric in metrics]
+                    continue
+                result = compare(a, b, metrics)
+                for metric in metrics:
+                    entry = result[metric]
+                    lo, hi = entry["ci95"] if entry.get("ci95") else (None, None)
+                    rows.append({**base, "metric": metric, "diff": entry["diff"], "lo": lo, "hi": hi, "a": entry["a"], "b": entry["b"],
+                                 "verdict": direction(entry),
+                                 "sentence": describe(result, f"`{method}`", f"`{other}`", metric) + f" at {rate:.0%} achieved calls (helper `{name}`)"})
+    return pd.DataFrame(rows, columns=list(EQUAL_RATE_COLUMNS))
 
 
 def factscore_at(frame: pd.DataFrame, rate: float, **labels: str) -> float:

@@ -135,15 +135,24 @@ def sweep(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, he
     achieved rate, ``method`` comes from the run's summary.json). ``helper`` is built once (on
     ``device``) for all rates; pass a built helper to share it across sweeps.
     """
+    rows = []
+    for rate, tau, run in sweep_runs(model_dir, corpus, profile, seed, helper=helper, rates=rates, cache_root=cache_root,
+                                     subjects=subjects, device=device, helper_fallback=helper_fallback):
+        summary = {**run.summary(), "helper": helper if isinstance(helper, str) else run.helper_name}
+        rows.append({"target_rate": rate, "tau": tau, **{key: summary[key] for key in SWEEP_COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def sweep_runs(model_dir: str | Path, corpus: str, profile: Profile, seed: int, *, helper: "Helper | str" = "doc",
+               rates: Sequence[float] | None = None, cache_root: str | Path | None = None,
+               subjects: Sequence[Subject] | None = None, device: str = "cpu",
+               helper_fallback: bool = False) -> list[tuple[float, float, CascadeRun]]:
+    """The cascade runs behind :func:`sweep`, as ``(target rate, τ, run)``: for callers that need more than
+    its table, e.g. the per-subject counts of :func:`lacy.evaluate.grid.compare_at_achieved_rates`."""
     ctx = EvaluationContext.load(model_dir, corpus, profile, seed, cache_root)
     chosen = list(subjects) if subjects is not None else ctx.subjects()
     rates = tuple(profile.eval.sweep_rates if rates is None else rates)
     thresholds = thresholds_for_rates(ctx.calibration, rates)
     built = ctx.helper(helper, device=device, fallback=helper_fallback)
-    name = helper if isinstance(helper, str) else built.name
-    rows = []
-    for rate in rates:
-        run = run_cascade(ctx, built, ctx.policy("threshold", tau=thresholds[rate]), chosen, target_rate=rate)
-        summary = {**run.summary(), "helper": name}
-        rows.append({"target_rate": rate, "tau": thresholds[rate], **{key: summary[key] for key in SWEEP_COLUMNS}})
-    return pd.DataFrame(rows)
+    return [(rate, thresholds[rate], run_cascade(ctx, built, ctx.policy("threshold", tau=thresholds[rate]), chosen, target_rate=rate))
+            for rate in rates]

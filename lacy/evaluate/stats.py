@@ -9,7 +9,9 @@ subjects that both share. The wording helper says "ahead" or "behind" only when 
 difference excludes zero, and "no significant difference" otherwise, whichever way the result goes.
 
 Inputs are per-subject counts (:mod:`lacy.evaluate.metrics`): a DataFrame, a ``lacy evaluate``
-result (its ``subjects`` records) or a list of them, one per training seed. Everything is seeded.
+result (its ``subjects`` records) or a list of them, one per training seed. A frame may carry a
+``mix_weight`` column: a subject's rows are then summed with those weights, the expected counts of a
+randomised mixture of operating points (:func:`lacy.evaluate.grid.mixture_counts`). Everything is seeded.
 """
 
 from __future__ import annotations
@@ -64,23 +66,40 @@ def _seed_terms(counts: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray
     """(subjects, num [S, n, M], den [S, n, M], metric names), every seed on the same subjects in one order."""
     subjects: list[str] | None = None
     nums, dens, names = [], [], ()
+    mixed = "mix_weight" in counts.columns
     for seed, part in counts.groupby("seed", sort=True):
-        if part["subject"].duplicated().any():
+        if not mixed and part["subject"].duplicated().any():
             dup = part.loc[part["subject"].duplicated(), "subject"].iloc[0]
             raise ValueError(f"subject {dup!r} appears twice for seed {seed}; give one row per subject and seed")
         part = part.sort_values("subject", kind="stable")
-        order = part["subject"].astype(str).tolist()
+        num, den, names = subject_terms(part)
+        if mixed:
+            order, num, den = _mixed_terms(part, num, den)
+        else:
+            order = part["subject"].astype(str).tolist()
         if subjects is None:
             subjects = order
         elif order != subjects:
             raise ValueError(f"seed {seed} was evaluated on other subjects than seed {counts['seed'].min()}; "
                              "every seed must be evaluated on the same subjects")
-        num, den, names = subject_terms(part)
         nums.append(num)
         dens.append(den)
     if not subjects:
         raise ValueError("no per-subject counts to bootstrap")
     return subjects, np.stack(nums), np.stack(dens), names
+
+
+def _mixed_terms(part: pd.DataFrame, num: np.ndarray, den: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each subject's terms summed over its rows, weighted by ``mix_weight`` (weights of a subject sum to 1)."""
+    weight = part["mix_weight"].to_numpy(float)
+    order, index = np.unique(part["subject"].astype(str).to_numpy(), return_inverse=True)
+    totals = np.bincount(index, weights=weight, minlength=len(order))
+    if (weight < 0).any() or not np.allclose(totals, 1.0):
+        raise ValueError("mix_weight must be non-negative and sum to 1 over each subject's rows")
+    mixed_num, mixed_den = np.zeros((len(order), num.shape[1])), np.zeros((len(order), den.shape[1]))
+    np.add.at(mixed_num, index, num * weight[:, None])
+    np.add.at(mixed_den, index, den * weight[:, None])
+    return order.tolist(), mixed_num, mixed_den
 
 
 def _weights(n: int, n_boot: int, seed: int) -> np.ndarray:
