@@ -106,3 +106,20 @@ def test_frontier_points_name_each_kind_and_keep_one_slm_alone_per_method_across
     assert list(zip(many["kind"], many["label"])) == [
         ("SLM alone", "lacy"), ("cascade, doc (22%)", "lacy"), ("helper alone", "doc"),
         ("cascade, lm (22%)", "lacy"), ("helper alone", "lm")]
+
+
+def test_best_fractions_say_when_one_seed_cannot_rank():
+    from lacy.evaluate.grid import BudgetGrid
+
+    def summary(supported):
+        return {"subjects": [{"subject": f"p{i}", "stated": 4, "supported": s, "kb_facts": 6, "recalled": s, "tier": "t"}
+                             for i, s in enumerate(supported)]}
+
+    grid = BudgetGrid(pd.DataFrame({"helper": ["lm", "lm"], "method": ["0.6", "0.8"], "n_seeds": [1, 1]}), pd.DataFrame(), {},
+                      {("lm", "0.6"): summary([1, 2, 1, 2]), ("lm", "0.8"): summary([3, 4, 3, 4])})
+    delegation = pd.DataFrame({"size": ["58K", "58K"], "method": ["0.6", "0.8"], "call_fraction": [0.6, 0.8],
+                               "precision_x_recall": [0.1, 0.3], "call_rate": [0.2, 0.1]})
+    best, lines = scaling.best_fractions(delegation, {"58K": grid})
+    assert best["method"].tolist() == ["0.8"] and "not a ranking" in lines[0] and "`0.8` is ahead of `0.6`" in lines[0]
+    grid.table["n_seeds"] = 3
+    assert "not a ranking" not in scaling.best_fractions(delegation, {"58K": grid})[1][0]

@@ -249,15 +249,23 @@ def delegation_table(grids: Mapping[str, "BudgetGrid"], params: Mapping[str, int
 
 def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], rule: str = "0.6") -> tuple[pd.DataFrame, list[str]]:
     """The call fraction with the highest precision × recall per size, and one sentence per size that
-    compares it with LaCy's ``rule`` fraction (paired bootstrap, :meth:`BudgetGrid.comparisons`)."""
+    compares it with LaCy's ``rule`` fraction (paired bootstrap, :meth:`BudgetGrid.comparisons`). With fewer
+    than :data:`lacy.evaluate.stats.RANKING_SEEDS` training seeds per fraction the sentence says the
+    interval covers the subjects only, so the comparison is not a ranking."""
+    from lacy.evaluate.stats import RANKING_SEEDS
+
     best = delegation.loc[delegation.groupby("size", sort=False)["precision_x_recall"].idxmax()]
     lines = []
     for _, row in best.iterrows():
-        versus = grids[row["size"]].comparisons(method=row["method"])
+        grid = grids[row["size"]]
+        versus = grid.comparisons(method=row["method"])
         at_rule = versus[versus["baseline"] == rule]
+        seeds = int(grid.table.loc[grid.table["method"].isin([row["method"], rule]), "n_seeds"].min())
+        caveat = "" if seeds >= RANKING_SEEDS else (f" ({seeds} training seed{'s' * (seeds > 1)} per fraction: the intervals cover "
+                                                     f"the subjects only, so this is not a ranking)")
         lines.append(f"**{row['size']}**: best call fraction **{row['call_fraction']:.1f}** (precision × recall "
                      f"{row['precision_x_recall']:.3f}, achieved call rate {row['call_rate']:.1%})"
-                     + ("" if at_rule.empty else f"; against LaCy's {rule}: " + "; ".join(at_rule["sentence"])))
+                     + ("" if at_rule.empty else f"; against LaCy's {rule}{caveat}: " + "; ".join(at_rule["sentence"])))
     return best, lines
 
 

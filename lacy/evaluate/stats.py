@@ -28,6 +28,10 @@ N_BOOTSTRAP = 2000
 
 HEADLINE = ("precision", "recall")
 
+RANKING_SEEDS = 3
+"""Training seeds each side needs before a difference may rank two methods (the book's research standard):
+with fewer, an interval covers the subjects only, not the variation between training runs."""
+
 Counts = Union[pd.DataFrame, Mapping[str, Any], Sequence[Mapping[str, Any]]]
 """Per-subject counts: a frame (optionally with a ``seed`` column), a result dict with ``subjects``
 records, or a list of result dicts (one per training seed)."""
