@@ -1,4 +1,4 @@
-"""The ``lacy`` command line: ``lacy data | train | knowledge | generate | evaluate | sweep | compare | serve | bench | plan``.
+"""The ``lacy`` command line: ``lacy data | train | knowledge | generate | evaluate | sweep | compare | compare-rates | serve | bench | plan``.
 
 Every command validates its choices, numbers and outputs up front and fails with the list of valid
 values; results are printed (and written with ``--out``) as JSON or CSV so scripts and the book can
@@ -120,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--out", default=None, help="also write the JSON here")
 
+    p = sub.add_parser("compare-rates", help="A - B at equal achieved call rates, pooled over training seeds (JSON)")
+    _common(p)
+    p.add_argument("--a", nargs="+", required=True, metavar="RUN", help="run (or model) folders of method A, one per training seed")
+    p.add_argument("--b", nargs="+", required=True, metavar="RUN", help="run (or model) folders of method B, one per training seed")
+    p.add_argument("--helper", default="doc", help=" | ".join(HELPER_SPECS) + " (doc is the oracle: handed the gold subject's documents)")
+    p.add_argument("--rates", default="0.1,0.22,0.4", help="achieved call rates to compare at, comma-separated (default 0.1,0.22,0.4)")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+
     p = sub.add_parser("serve", help="serve a helper over an OpenAI-compatible completions API")
     p.add_argument("--helper", required=True, help=" | ".join(spec for spec in HELPER_SPECS if spec.startswith(("hf:", "smollm2"))))
     p.add_argument("--host", default="127.0.0.1")
@@ -151,6 +159,17 @@ def _read_result(path: str) -> Any:
         return json.loads(file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not JSON ({error}); pass a file written by `lacy evaluate --out`") from None
+
+
+def _rates(text: str) -> list[float]:
+    """``--rates 0.1,0.22``: call rates strictly between 0 and 1."""
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--rates {text!r}: give call rates as comma-separated numbers, e.g. 0.1,0.22,0.4") from None
+    if not rates or any(not 0 <= rate < 1 for rate in rates):
+        raise ConfigError(f"--rates {text!r}: every rate must be in [0, 1) (1 means the helper alone), e.g. 0.1,0.22,0.4")
+    return rates
 
 
 def _check(kind: str, value: str | None, choices: Sequence[str]) -> None:
@@ -304,6 +323,18 @@ def run(args: argparse.Namespace) -> Any:
                 frame.to_csv(fh, index=False)
         _print_json(summary, args.out)
         return summary
+
+    if cmd == "compare-rates":
+        from lacy.evaluate.grid import compare_at_achieved_rates
+
+        rates = _rates(args.rates)
+        with contextlib.redirect_stdout(sys.stderr):
+            table = compare_at_achieved_rates({"A": args.a, "B": args.b}, {args.helper: args.helper}, args.corpus, profile,
+                                              args.seed, method="A", rates=rates, cache_root=args.cache)
+        result = {"rates": rates, "n_seeds": {"A": len(args.a), "B": len(args.b)},
+                  "rows": json.loads(table.drop(columns=["helper", "baseline"]).to_json(orient="records"))}
+        _print_json(result, args.out)
+        return result
 
     _check("policy", args.policy, POLICIES)
     policy = args.policy or "budget"

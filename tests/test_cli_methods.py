@@ -62,3 +62,18 @@ def test_every_method_trains_on_vitalwiki(method, tmp_path_factory, cache_root):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["corpus"] == "vitalwiki" and summary["method"] == method
     assert summary["val_loss"] == summary["val_loss"]  # not NaN
+
+
+def test_compare_rates_pools_seeds_at_equal_achieved_rates(synthbio_runs, cache_root, tmp_path, capsys):
+    out = tmp_path / "rates.json"
+    argv = ["compare-rates", "--corpus", "synthbio", "--profile", "smoke", "--cache", str(cache_root), "--helper", "doc",
+            "--a", str(synthbio_runs["lacy"]), "--b", str(synthbio_runs["standard"]), "--rates", "0,0.99", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["rates"] == [0.0, 0.99] and result["n_seeds"] == {"A": 1, "B": 1}
+    rows = pd.DataFrame(result["rows"])
+    assert set(rows["metric"]) == {"precision", "recall"}
+    assert set(rows.loc[rows["rate"] == 0.99, "verdict"]) == {"out of range"}
+    capsys.readouterr()
+    assert main([*argv[:-4], "--rates", "0.2,1.5"]) == 2
+    assert "every rate must be in [0, 1)" in capsys.readouterr().err
