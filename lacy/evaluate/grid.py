@@ -78,23 +78,33 @@ class BudgetGrid:
 
     def comparisons(self, method: str = "lacy", metrics: Sequence[str] = ("precision", "recall")) -> pd.DataFrame:
         """``method`` − every other method, per helper, with a paired bootstrap over subjects
-        (:func:`lacy.evaluate.stats.compare`): ``helper, baseline, metric, diff, lo, hi, verdict`` and the
-        sentence that says it (:func:`lacy.evaluate.stats.describe`: "ahead" only when the 95% interval
-        of the difference excludes zero)."""
-        from lacy.evaluate.stats import compare, describe, direction
+        (:func:`lacy.evaluate.stats.compare`): ``helper, baseline`` and the rows of :func:`comparison_rows`
+        (``metric, diff, lo, hi, a, b, verdict`` and the sentence that says it: "ahead" only when the 95%
+        interval of the difference excludes zero)."""
+        from lacy.evaluate.stats import compare
 
         rows = []
         for (helper, other), summary in self.summaries.items():
             if other == method or (helper, method) not in self.summaries:
                 continue
             result = compare(self.summaries[helper, method], summary, metrics)
-            for metric in metrics:
-                entry = result[metric]
-                lo, hi = entry["ci95"] if entry.get("ci95") else (None, None)
-                rows.append({"helper": helper, "baseline": other, "metric": metric, "diff": entry["diff"], "lo": lo, "hi": hi,
-                             "verdict": direction(entry),
-                             "sentence": describe(result, f"`{method}`", f"`{other}`", metric) + f" (helper `{helper}`)"})
+            rows += comparison_rows(result, metrics, method, other, f" (helper `{helper}`)", helper=helper, baseline=other)
         return pd.DataFrame(rows)
+
+
+def comparison_rows(result: Mapping[str, Any], metrics: Sequence[str], a: str, b: str, where: str, **labels: Any) -> list[dict[str, Any]]:
+    """One row per metric of a :func:`lacy.evaluate.stats.compare` result of ``a`` − ``b``: ``labels``, ``metric,
+    diff, lo, hi, a, b``, the ``verdict`` and the sentence that says it (:func:`lacy.evaluate.stats.describe`,
+    followed by ``where``)."""
+    from lacy.evaluate.stats import describe, direction
+
+    rows = []
+    for metric in metrics:
+        entry = result[metric]
+        lo, hi = entry["ci95"] if entry.get("ci95") else (None, None)
+        rows.append({**labels, "metric": metric, "diff": entry["diff"], "lo": lo, "hi": hi, "a": entry["a"], "b": entry["b"],
+                     "verdict": direction(entry), "sentence": describe(result, f"`{a}`", f"`{b}`", metric) + where})
+    return rows
 
 
 def run_folders(runs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -240,7 +250,7 @@ def compare_at_achieved_rates(runs: Mapping[str, str | Path | Sequence[str | Pat
     metric, diff, lo, hi, a, b, n_seeds`` (of ``method``), ``verdict`` and ``sentence`` (:data:`EQUAL_RATE_COLUMNS`); a rate outside a
     side's achieved range gives a row with ``verdict`` "out of range" and no numbers.
     """
-    from lacy.evaluate.stats import compare, describe, direction
+    from lacy.evaluate.stats import compare
 
     if method not in runs:
         raise ValueError(f"method {method!r} is not among the runs {list(runs)}")
@@ -270,13 +280,8 @@ def compare_at_achieved_rates(runs: Mapping[str, str | Path | Sequence[str | Pat
                               "sentence": f"{rate:.0%} achieved calls is outside the sweep of `{method if a is None else other}`"}
                              for metric in metrics]
                     continue
-                result = compare(a, b, metrics)
-                for metric in metrics:
-                    entry = result[metric]
-                    lo, hi = entry["ci95"] if entry.get("ci95") else (None, None)
-                    rows.append({**base, "metric": metric, "diff": entry["diff"], "lo": lo, "hi": hi, "a": entry["a"], "b": entry["b"],
-                                 "verdict": direction(entry),
-                                 "sentence": describe(result, f"`{method}`", f"`{other}`", metric) + f" at {rate:.0%} achieved calls (helper `{name}`)"})
+                rows += comparison_rows(compare(a, b, metrics), metrics, method, other,
+                                        f" at {rate:.0%} achieved calls (helper `{name}`)", **base)
     return pd.DataFrame(rows, columns=list(EQUAL_RATE_COLUMNS))
 
 
