@@ -92,6 +92,18 @@ def test_chapter_jobs_cover_the_ladder_the_sweep_and_the_variants(smoke_profile)
     assert jobs[("helper",)].profile.model == smoke_profile.helper_model
 
 
+def test_chapter_3_trains_the_variants_into_the_folders_chapter_7_reads(smoke_profile):
+    """Chapter 3 calls variant_jobs with its own profile; chapter 7 must find those runs, not train new ones."""
+    from lacy.train.run import run_dir
+
+    mine = scaling.variant_jobs(smoke_profile, [0, 1, 2])
+    theirs = scaling.chapter_jobs(scaling.sized_profiles(smoke_profile), 0, 2, [0.2], [0], n_variant_seeds=3)
+    assert set(mine) == {(v, s) for v in ("lacy_adaptive", "gate") for s in (0, 1, 2)}
+    for key, job in mine.items():
+        other = theirs[key]
+        assert run_dir(job.corpus, job.method, job.profile, job.seed) == run_dir(other.corpus, other.method, other.profile, other.seed)
+
+
 def test_frontier_points_name_each_kind_and_keep_one_slm_alone_per_method_across_helpers():
     from lacy.plots import HELPER_ALONE
 

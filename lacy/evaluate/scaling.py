@@ -205,24 +205,34 @@ def ladder_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, methods: 
             for s in range(seed, seed + counts[i])}
 
 
+def variant_jobs(profile: Profile, seeds: Sequence[int]) -> dict[tuple, "TrainJob"]:
+    """Chapter 7's two variants of LaCy at ``profile``'s own SLM, one run per training seed:
+    ``lacy_adaptive`` (key ``("lacy_adaptive", seed)``) and the Co-LLM-style deferral gate
+    (``("gate", seed)``: the ``lacy`` rule with ``model.call_head=gate``). Chapter 3 trains them beside
+    LaCy and ``standard`` at the same seeds, so chapter 7 finds them trained; either chapter trains
+    whichever is missing."""
+    from lacy.train.run import TrainJob
+
+    return {**{("lacy_adaptive", s): TrainJob("synthbio", "lacy_adaptive", profile, s) for s in seeds},
+            **{("gate", s): TrainJob("synthbio", "lacy", profile.override({"model.call_head": "gate"}), s) for s in seeds}}
+
+
 def chapter_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, fractions: Sequence[float],
                  fraction_sizes: Sequence[int], n_variant_seeds: int = 1) -> dict[tuple, "TrainJob"]:
     """Every run chapter 7 needs, to train at once with :func:`lacy.train.run.get_or_train_many`:
     the ladder (keys ``("size", i, method, seed)``, :func:`ladder_jobs`), LaCy at each call fraction at
-    the sizes ``fraction_sizes`` (``("fraction", i, f)``), ``lacy_adaptive`` and the deferral gate at the
-    profile's own SLM with ``n_variant_seeds`` training seeds (``("lacy_adaptive", seed)``, ``("gate", seed)``;
-    the ladder's largest size gets at least as many, so both are compared with LaCy and ``standard`` pooled
-    over the same seeds) and the LM helper (``("helper",)``)."""
+    the sizes ``fraction_sizes`` (``("fraction", i, f)``), the :func:`variant_jobs` at the profile's own SLM
+    with ``n_variant_seeds`` training seeds (the ladder's largest size gets at least as many, so both
+    variants are compared with LaCy and ``standard`` pooled over the same seeds) and the LM helper
+    (``("helper",)``)."""
     from lacy.train.run import TrainJob
 
     profile = sized[-1]
-    variant_seeds = range(seed, seed + n_variant_seeds)
     ladder = ladder_jobs(sized, seed, n_end_seeds, n_largest_seeds=max(n_end_seeds, n_variant_seeds))
     return {**{("size", *key): job for key, job in ladder.items()},
             **{("fraction", i, f): TrainJob("synthbio", "lacy", sized[i].override({"train.call_fraction": f}), seed)
                for i in fraction_sizes for f in fractions},
-            **{("lacy_adaptive", s): TrainJob("synthbio", "lacy_adaptive", profile, s) for s in variant_seeds},
-            **{("gate", s): TrainJob("synthbio", "lacy", profile.override({"model.call_head": "gate"}), s) for s in variant_seeds},
+            **variant_jobs(profile, range(seed, seed + n_variant_seeds)),
             ("helper",): TrainJob("synthbio", "standard", profile.as_helper(), seed)}
 
 
