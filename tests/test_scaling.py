@@ -83,13 +83,31 @@ def test_chapter_jobs_cover_the_ladder_the_sweep_and_the_variants(smoke_profile)
     largest = len(sized) - 1
     assert {key[3] for key in jobs if key[:3] == ("size", largest, "lacy")} == {0, 1, 2}  # the variants' seeds, pooled with LaCy's
     assert {key[3] for key in jobs if key[:3] == ("size", 0, "lacy")} == {0, 1} and {key[3] for key in jobs if key[:3] == ("size", 1, "lacy")} == {0}
-    assert {key for key in jobs if key[0] == "fraction"} == {("fraction", i, f) for i in (0, 1) for f in (0.2, smoke_profile.train.call_fraction)}
+    assert {key for key in jobs if key[0] == "fraction"} == {("fraction", i, f, 0) for i in (0, 1) for f in (0.2, smoke_profile.train.call_fraction)}
     folder = {key: run_dir(j.corpus, j.method, j.profile, j.seed) for key, j in jobs.items()}
-    assert folder[("fraction", 1, smoke_profile.train.call_fraction)] == folder[("size", 1, "lacy", 0)]
-    assert folder[("fraction", 1, 0.2)] != folder[("size", 1, "lacy", 0)]
+    assert folder[("fraction", 1, smoke_profile.train.call_fraction, 0)] == folder[("size", 1, "lacy", 0)]
+    assert folder[("fraction", 1, 0.2, 0)] != folder[("size", 1, "lacy", 0)]
     assert all(jobs[("lacy_adaptive", s)].method == "lacy_adaptive" and jobs[("gate", s)].profile.model.call_head == "gate"
                and jobs[("gate", s)].seed == s for s in (0, 1, 2))
     assert jobs[("helper",)].profile.model == smoke_profile.helper_model
+
+
+def test_confirmed_fractions_get_more_training_seeds_and_pool_by_fraction(smoke_profile):
+    """A confirmatory re-run: the listed fractions get n_confirm_seeds seeds, the others one; fraction_runs
+    gives each fraction's runs (seeds in order) for budget_grid to pool; the rule's seed 1 at the
+    smallest size is the ladder's own second seed, not a new run."""
+    from lacy.train.run import run_dir
+
+    sized = scaling.sized_profiles(smoke_profile)
+    rule = smoke_profile.train.call_fraction
+    jobs = scaling.chapter_jobs(sized, 0, 2, [0.2, rule, 0.8], [0, 1], confirm_fractions=[rule, 0.8], n_confirm_seeds=3)
+    assert sorted(key[3] for key in jobs if key[:3] == ("fraction", 1, 0.8)) == [0, 1, 2]
+    assert [key[3] for key in jobs if key[:3] == ("fraction", 1, 0.2)] == [0]
+    folder = {key: run_dir(j.corpus, j.method, j.profile, j.seed) for key, j in jobs.items()}
+    assert folder[("fraction", 0, rule, 1)] == folder[("size", 0, "lacy", 1)]
+    pooled = scaling.fraction_runs({key: folder[key] for key in jobs}, 1)
+    assert list(pooled) == ["0.2", f"{rule:.1f}", "0.8"] and [len(v) for v in pooled.values()] == [1, 3, 3]
+    assert pooled["0.8"] == [folder[("fraction", 1, 0.8, s)] for s in (0, 1, 2)]
 
 
 def test_chapter_3_trains_the_variants_into_the_folders_chapter_7_reads(smoke_profile):

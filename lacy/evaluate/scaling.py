@@ -16,7 +16,8 @@ The pieces here measure that on synthbio, where every fact is exact:
 * :func:`fit_log_law`: a least-squares line of a quantity against ``log10(parameters)``;
 * :func:`sized_profiles`, :func:`ladder_jobs`, :func:`ladder_table` and :func:`size_knowledge`: the ladder as
   profiles, its trained runs, and what each size knows;
-* :func:`delegation_table` and :func:`best_fractions`: the call-fraction sweep and its best fraction per size;
+* :func:`fraction_runs`, :func:`delegation_table` and :func:`best_fractions`: the call-fraction sweep and its best
+  fraction per size;
 * :func:`frontier_points`: the cost frontier's points.
 
 The cost of a cascade per generated token is :func:`lacy.evaluate.cascade_run.flops_per_token`.
@@ -218,10 +219,12 @@ def variant_jobs(profile: Profile, seeds: Sequence[int]) -> dict[tuple, "TrainJo
 
 
 def chapter_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, fractions: Sequence[float],
-                 fraction_sizes: Sequence[int], n_variant_seeds: int = 1) -> dict[tuple, "TrainJob"]:
+                 fraction_sizes: Sequence[int], n_variant_seeds: int = 1, confirm_fractions: Sequence[float] = (),
+                 n_confirm_seeds: int = 1) -> dict[tuple, "TrainJob"]:
     """Every run chapter 7 needs, to train at once with :func:`lacy.train.run.get_or_train_many`:
     the ladder (keys ``("size", i, method, seed)``, :func:`ladder_jobs`), LaCy at each call fraction at
-    the sizes ``fraction_sizes`` (``("fraction", i, f)``), the :func:`variant_jobs` at the profile's own SLM
+    the sizes ``fraction_sizes`` (``("fraction", i, f, seed)``: one training seed per fraction, except the
+    ``confirm_fractions``, which get ``n_confirm_seeds``), the :func:`variant_jobs` at the profile's own SLM
     with ``n_variant_seeds`` training seeds (the ladder's largest size gets at least as many, so both
     variants are compared with LaCy and ``standard`` pooled over the same seeds) and the LM helper
     (``("helper",)``)."""
@@ -230,8 +233,9 @@ def chapter_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, fraction
     profile = sized[-1]
     ladder = ladder_jobs(sized, seed, n_end_seeds, n_largest_seeds=max(n_end_seeds, n_variant_seeds))
     return {**{("size", *key): job for key, job in ladder.items()},
-            **{("fraction", i, f): TrainJob("synthbio", "lacy", sized[i].override({"train.call_fraction": f}), seed)
-               for i in fraction_sizes for f in fractions},
+            **{("fraction", i, f, s): TrainJob("synthbio", "lacy", sized[i].override({"train.call_fraction": f}), s)
+               for i in fraction_sizes for f in fractions
+               for s in range(seed, seed + (n_confirm_seeds if f in confirm_fractions else 1))},
             **variant_jobs(profile, range(seed, seed + n_variant_seeds)),
             ("helper",): TrainJob("synthbio", "standard", profile.as_helper(), seed)}
 
@@ -245,6 +249,16 @@ def ladder_table(sized: Sequence[Profile], runs: Mapping[tuple[int, str, int], P
         rows.append({"params": int(summary["params"]), "d_model": profile.model.d_model, "layers": profile.model.n_layer,
                      "heads": profile.model.n_head, "training seeds": len({key[2] for key in runs if key[0] == i})})
     return pd.DataFrame(rows)
+
+
+def fraction_runs(runs: Mapping[tuple, Path], size: int) -> dict[str, list[Path]]:
+    """The call-fraction runs of one ladder ``size`` from :func:`chapter_jobs`' runs, as
+    :func:`lacy.evaluate.grid.budget_grid` takes them: fraction as text (``"0.6"``) → its runs, one per
+    training seed, so the grid pools the seeds."""
+    pooled: dict[str, list[Path]] = {}
+    for (_, _, fraction, _), run in sorted((key, run) for key, run in runs.items() if key[0] == "fraction" and key[1] == size):
+        pooled.setdefault(f"{fraction:.1f}", []).append(run)
+    return pooled
 
 
 def delegation_table(grids: Mapping[str, "BudgetGrid"], params: Mapping[str, int]) -> pd.DataFrame:
