@@ -16,8 +16,8 @@ The pieces here measure that on synthbio, where every fact is exact:
 * :func:`fit_log_law`: a least-squares line of a quantity against ``log10(parameters)``;
 * :func:`sized_profiles`, :func:`ladder_jobs`, :func:`ladder_table` and :func:`size_knowledge`: the ladder as
   profiles, its trained runs, and what each size knows;
-* :func:`fraction_runs`, :func:`delegation_table` and :func:`best_fractions`: the call-fraction sweep and its best
-  fraction per size;
+* :func:`fraction_runs`, :func:`delegation_table`, :func:`best_fractions` and :func:`confirmed_fractions`: the
+  call-fraction sweep, its best fraction per size and the fractions trained with several seeds against LaCy's;
 * :func:`frontier_points`: the cost frontier's points.
 
 The cost of a cascade per generated token is :func:`lacy.evaluate.cascade_run.flops_per_token`.
@@ -271,26 +271,47 @@ def delegation_table(grids: Mapping[str, "BudgetGrid"], params: Mapping[str, int
     return table
 
 
-def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], rule: str = "0.6") -> tuple[pd.DataFrame, list[str]]:
-    """The call fraction with the highest precision × recall per size, and one sentence per size that
-    compares it with LaCy's ``rule`` fraction (paired bootstrap, :meth:`BudgetGrid.comparisons`). With fewer
-    than :data:`lacy.evaluate.stats.RANKING_SEEDS` training seeds per fraction the sentence says the
-    interval covers the subjects only, so the comparison is not a ranking."""
+def fraction_comparison(grid: "BudgetGrid", fraction: str, rule: str = "0.6") -> str:
+    """``fraction`` against LaCy's ``rule`` fraction in one budget grid: the sentences of the paired
+    bootstrap (:meth:`BudgetGrid.comparisons`), empty when the two are the same. With fewer than
+    :data:`lacy.evaluate.stats.RANKING_SEEDS` training seeds on either side it says the intervals cover
+    the subjects only, so the comparison is not a ranking."""
     from lacy.evaluate.stats import RANKING_SEEDS
 
+    versus = grid.comparisons(method=fraction)
+    at_rule = versus[versus["baseline"] == rule]
+    if at_rule.empty:
+        return ""
+    seeds = int(grid.table.loc[grid.table["method"].isin([fraction, rule]), "n_seeds"].min())
+    caveat = "" if seeds >= RANKING_SEEDS else (f" ({seeds} training seed{'s' * (seeds > 1)} per fraction: the intervals cover "
+                                                f"the subjects only, so this is not a ranking)")
+    return f"against LaCy's {rule}{caveat}: " + "; ".join(at_rule["sentence"])
+
+
+def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], rule: str = "0.6") -> tuple[pd.DataFrame, list[str]]:
+    """The call fraction with the highest precision × recall per size, and one sentence per size that
+    compares it with LaCy's ``rule`` fraction (:func:`fraction_comparison`)."""
     best = delegation.loc[delegation.groupby("size", sort=False)["precision_x_recall"].idxmax()]
     lines = []
     for _, row in best.iterrows():
-        grid = grids[row["size"]]
-        versus = grid.comparisons(method=row["method"])
-        at_rule = versus[versus["baseline"] == rule]
-        seeds = int(grid.table.loc[grid.table["method"].isin([row["method"], rule]), "n_seeds"].min())
-        caveat = "" if seeds >= RANKING_SEEDS else (f" ({seeds} training seed{'s' * (seeds > 1)} per fraction: the intervals cover "
-                                                     f"the subjects only, so this is not a ranking)")
+        versus = fraction_comparison(grids[row["size"]], row["method"], rule)
         lines.append(f"**{row['size']}**: best call fraction **{row['call_fraction']:.1f}** (precision × recall "
-                     f"{row['precision_x_recall']:.3f}, achieved call rate {row['call_rate']:.1%})"
-                     + ("" if at_rule.empty else f"; against LaCy's {rule}{caveat}: " + "; ".join(at_rule["sentence"])))
+                     f"{row['precision_x_recall']:.3f}, achieved call rate {row['call_rate']:.1%})" + (f"; {versus}" if versus else ""))
     return best, lines
+
+
+def confirmed_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], fractions: Sequence[float],
+                        rule: str = "0.6") -> list[str]:
+    """One sentence per size and fraction of ``fractions`` (other than ``rule``): its precision × recall and
+    achieved call rate beside the rule's, and :func:`fraction_comparison` against the rule."""
+    lines = []
+    for size, grid in grids.items():
+        rows = delegation[delegation["size"] == size].set_index("method")
+        for fraction in (f"{f:.1f}" for f in fractions if f"{f:.1f}" != rule):
+            lines.append(f"**{size}**, {fraction} (precision × recall {rows.loc[fraction, 'precision_x_recall']:.3f}, achieved call rate "
+                         f"{rows.loc[fraction, 'call_rate']:.1%}; {rule}: {rows.loc[rule, 'precision_x_recall']:.3f}, "
+                         f"{rows.loc[rule, 'call_rate']:.1%}) {fraction_comparison(grid, fraction, rule)}")
+    return lines
 
 
 def frontier_points(sweep: pd.DataFrame, by_helper: bool = False) -> pd.DataFrame:
