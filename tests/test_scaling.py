@@ -108,6 +108,10 @@ def test_confirmed_fractions_get_more_training_seeds_and_pool_by_fraction(smoke_
     pooled = scaling.fraction_runs({key: folder[key] for key in jobs}, 1)
     assert list(pooled) == ["0.2", f"{rule:.1f}", "0.8"] and [len(v) for v in pooled.values()] == [1, 3, 3]
     assert pooled["0.8"] == [folder[("fraction", 1, 0.8, s)] for s in (0, 1, 2)]
+    with pytest.raises(ValueError, match="not among the swept fractions"):
+        scaling.chapter_jobs(sized, 0, 2, [0.2, rule], [0], confirm_fractions=[0.8], n_confirm_seeds=3)
+    with pytest.raises(ValueError, match="n_confirm_seeds must be >= 1"):
+        scaling.chapter_jobs(sized, 0, 2, [0.2, rule], [0], confirm_fractions=[rule], n_confirm_seeds=0)
 
 
 def test_chapter_3_trains_the_variants_into_the_folders_chapter_7_reads(smoke_profile):

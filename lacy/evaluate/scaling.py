@@ -230,6 +230,11 @@ def chapter_jobs(sized: Sequence[Profile], seed: int, n_end_seeds: int, fraction
     (``("helper",)``)."""
     from lacy.train.run import TrainJob
 
+    if n_confirm_seeds < 1:
+        raise ValueError(f"n_confirm_seeds must be >= 1 (training seeds of each confirmed fraction), got {n_confirm_seeds}")
+    unswept = [f for f in confirm_fractions if f not in fractions]
+    if unswept:
+        raise ValueError(f"confirm_fractions {unswept} are not among the swept fractions {list(fractions)}; add them to fractions")
     profile = sized[-1]
     ladder = ladder_jobs(sized, seed, n_end_seeds, n_largest_seeds=max(n_end_seeds, n_variant_seeds))
     return {**{("size", *key): job for key, job in ladder.items()},
