@@ -360,3 +360,14 @@ def test_bench_runs_times_the_same_jobs_serially_and_side_by_side(cache_root):
     assert result["workers"] >= 1 and result["threads_per_worker"] >= 1
     assert 0 < result["mfu_serial"] < 1 and 0 < result["mfu_side_by_side"] < 1
     assert result["features"]["dtype"] == "float32"
+
+
+def test_bench_runs_at_the_profiles_own_size_and_refuses_other_sizes(cache_root, smoke_profile):
+    from lacy.bench.runs import run
+    from lacy.plan import parameters
+
+    result = run(profile="smoke", max_steps=1, cache_root=cache_root, overrides={"train.precision": "32"}, sizes=[-1])
+    own = parameters(smoke_profile.model, smoke_profile.data.vocab_size, smoke_profile.data.seq_len)
+    assert result["runs"] == 2 and result["sizes"] == [-1] and result["params"] == [own, own]
+    with pytest.raises(ValueError, match="indices into the 4 ladder sizes"):
+        run(profile="smoke", max_steps=1, cache_root=cache_root, sizes=[4])

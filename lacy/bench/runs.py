@@ -2,9 +2,10 @@
 
 The same jobs are trained twice in fresh run folders, in one process: ``workers=1`` (each run in this
 process with every core's threads) and ``workers="auto"`` (one worker process per core, one thread each;
-:func:`lacy.train.run.resolve_train_workers`). The jobs are the runs chapter 7 trains at its two smallest
-SLM sizes (:func:`lacy.evaluate.scaling.sized_profiles`): ``standard`` and ``lacy`` at each, shortened to
-``max_steps`` steps so the bench takes minutes. The token cache is built before either side is timed.
+:func:`lacy.train.run.resolve_train_workers`). The jobs are ``standard`` and ``lacy`` at each of ``sizes``
+(indices into chapter 7's ladder, :func:`lacy.evaluate.scaling.sized_profiles`; by default its two smallest
+SLMs, ``-1`` is the profile's own SLM, the size chapter 3 trains), shortened to ``max_steps`` steps so the bench
+takes minutes. The token cache is built before either side is timed.
 
 Reports the wall seconds of each side, ``speedup`` (serial ÷ side by side), the workers and threads,
 and each side's ``mfu``: training FLOPs (:func:`lacy.plan.train_flops_per_token` × tokens) per second
@@ -18,7 +19,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -32,16 +33,19 @@ from lacy.train.model import autocast_dtype, resolve_precision
 from lacy.train.run import TrainJob, get_or_train_many, resolve_accelerator, resolve_train_workers, worker_threads
 
 DEFAULT_STEPS = 150
-SIZES = 2  # the smallest sizes of the ladder: where a step is overhead-bound and side by side pays most
+SIZES = (0, 1)  # the smallest sizes of the ladder: where a step is overhead-bound and side by side pays most
 
 
 def run(profile: str = "cpu", overrides: Mapping[str, str] | None = None, max_steps: int = DEFAULT_STEPS,
-        cache_root: str | Path | None = None) -> dict[str, Any]:
-    """Time the chapter-7 jobs serially and side by side (see the module docstring); JSON-ready dict."""
+        cache_root: str | Path | None = None, sizes: Sequence[int] = SIZES) -> dict[str, Any]:
+    """Time the jobs serially and side by side (see the module docstring); JSON-ready dict."""
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     settings = get_profile(profile, {**(overrides or {}), "train.max_steps": str(max_steps)})
-    jobs = [TrainJob("synthbio", method, sized, 0) for sized in sized_profiles(settings)[:SIZES] for method in ("standard", "lacy")]
+    ladder = sized_profiles(settings)
+    if not sizes or any(not -len(ladder) <= i < len(ladder) for i in sizes):
+        raise ValueError(f"sizes must be indices into the {len(ladder)} ladder sizes (0 = smallest, -1 = the profile's own SLM), got {list(sizes)}")
+    jobs = [TrainJob("synthbio", method, ladder[i], 0) for i in sizes for method in ("standard", "lacy")]
     cache_root = default_cache_root() if cache_root is None else Path(cache_root)
     LacyDataModule("synthbio", settings, seed=0, cache_root=cache_root).setup("fit")
     accelerator = resolve_accelerator(settings.train.accelerator)
@@ -57,7 +61,7 @@ def run(profile: str = "cpu", overrides: Mapping[str, str] | None = None, max_st
     flops = sum(train_flops_per_token(job.profile.model, settings.data.vocab_size, settings.data.seq_len) * tokens for job in jobs)
     peak = gemm_peak_flops(dtype)
     return {
-        "runs": len(jobs), "max_steps": max_steps,
+        "runs": len(jobs), "max_steps": max_steps, "sizes": list(sizes),
         "params": [parameters(job.profile.model, settings.data.vocab_size, settings.data.seq_len) for job in jobs],
         "serial_seconds": seconds["serial"], "side_by_side_seconds": seconds["side_by_side"],
         "speedup": seconds["serial"] / seconds["side_by_side"], "workers": workers,
