@@ -160,3 +160,6 @@ def test_best_fractions_say_when_one_seed_cannot_rank():
     confirmed = scaling.confirmed_fractions(delegation, {"58K": grid}, [0.6, 0.8])
     assert len(confirmed) == 1 and confirmed[0].startswith("**58K**, 0.8 (precision × recall 0.300, achieved call rate 10.0%; 0.6: 0.100, 20.0%)")
     assert "`0.8` is ahead of `0.6`" in confirmed[0] and "not a ranking" not in confirmed[0]
+    with pytest.raises(ValueError, match=r"fractions \['0.4'\] were not swept at 58K"):
+        scaling.confirmed_fractions(delegation, {"58K": grid}, [0.4])
+    assert scaling.confirmed_fractions(delegation.iloc[1:], {"58K": grid}, []) == []  # nothing confirmed: the rule need not be swept

@@ -309,9 +309,15 @@ def confirmed_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGri
                         rule: str = "0.6") -> list[str]:
     """One sentence per size and fraction of ``fractions`` (other than ``rule``): its precision × recall and
     achieved call rate beside the rule's, and :func:`fraction_comparison` against the rule."""
-    lines = []
+    lines: list[str] = []
+    if not fractions:
+        return lines
     for size, grid in grids.items():
         rows = delegation[delegation["size"] == size].set_index("method")
+        missing = [name for name in (rule, *(f"{f:.1f}" for f in fractions)) if name not in rows.index]
+        if missing:
+            raise ValueError(f"fractions {missing} were not swept at {size} (swept: {list(rows.index)}); "
+                             "add them to the sweep, LaCy's rule included")
         for fraction in (f"{f:.1f}" for f in fractions if f"{f:.1f}" != rule):
             lines.append(f"**{size}**, {fraction} (precision × recall {rows.loc[fraction, 'precision_x_recall']:.3f}, achieved call rate "
                          f"{rows.loc[fraction, 'call_rate']:.1%}; {rule}: {rows.loc[rule, 'precision_x_recall']:.3f}, "
