@@ -162,7 +162,7 @@ def _read_result(path: str) -> Any:
 
 
 def _rates(text: str) -> list[float]:
-    """``--rates 0.1,0.22``: call rates strictly between 0 and 1."""
+    """``--rates 0.1,0.22``: call rates in [0, 1) (0 is the SLM alone; 1, the helper alone, has no sweep point to mix)."""
     try:
         rates = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
