@@ -157,6 +157,8 @@ def test_best_fractions_say_when_one_seed_cannot_rank():
     assert best["method"].tolist() == ["0.8"] and "not a ranking" in lines[0] and "`0.8` is ahead of `0.6`" in lines[0]
     grid.table["n_seeds"] = 3
     assert "not a ranking" not in scaling.best_fractions(delegation, {"58K": grid})[1][0]
+    pointer = scaling.best_fractions(delegation, {"58K": grid}, confirmed=[0.6, 0.8])[1][0]
+    assert "among the confirmed fractions below" in pointer and "is ahead of" not in pointer  # said once, by confirmed_fractions
     confirmed = scaling.confirmed_fractions(delegation, {"58K": grid}, [0.6, 0.8])
     assert len(confirmed) == 1 and confirmed[0].startswith("**58K**, 0.8 (precision × recall 0.300, achieved call rate 10.0%; 0.6: 0.100, 20.0%)")
     assert "`0.8` is ahead of `0.6`" in confirmed[0] and "not a ranking" not in confirmed[0]

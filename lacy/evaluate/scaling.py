@@ -293,13 +293,18 @@ def fraction_comparison(grid: "BudgetGrid", fraction: str, rule: str = "0.6") ->
     return f"against LaCy's {rule}{caveat}: " + "; ".join(at_rule["sentence"])
 
 
-def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], rule: str = "0.6") -> tuple[pd.DataFrame, list[str]]:
+def best_fractions(delegation: pd.DataFrame, grids: Mapping[str, "BudgetGrid"], rule: str = "0.6",
+                   confirmed: Sequence[float] = ()) -> tuple[pd.DataFrame, list[str]]:
     """The call fraction with the highest precision × recall per size, and one sentence per size that
-    compares it with LaCy's ``rule`` fraction (:func:`fraction_comparison`)."""
+    compares it with LaCy's ``rule`` fraction (:func:`fraction_comparison`). A best fraction among
+    ``confirmed`` gets its comparison from :func:`confirmed_fractions`, so the sentence only points there."""
     best = delegation.loc[delegation.groupby("size", sort=False)["precision_x_recall"].idxmax()]
     lines = []
     for _, row in best.iterrows():
-        versus = fraction_comparison(grids[row["size"]], row["method"], rule)
+        if row["method"] in {f"{f:.1f}" for f in confirmed} and row["method"] != rule:
+            versus = f"its comparison with LaCy's {rule} is among the confirmed fractions below"
+        else:
+            versus = fraction_comparison(grids[row["size"]], row["method"], rule)
         lines.append(f"**{row['size']}**: best call fraction **{row['call_fraction']:.1f}** (precision × recall "
                      f"{row['precision_x_recall']:.3f}, achieved call rate {row['call_rate']:.1%})" + (f"; {versus}" if versus else ""))
     return best, lines
