@@ -244,7 +244,7 @@ def create_app(
             except Exception as exc:
                 logger.exception("helper %s failed on a %d-character prompt", served_name, len(request.prompt))
                 raise HTTPException(500, f"the helper failed: {type(exc).__name__}: {exc}") from exc
-        finish_reason = "length" if reply.tokens >= request.max_tokens and not stopped else "stop"
+        finish_reason = "stop" if reply.ends or stopped else "length"  # "stop": the text ends (OpenAI's end-of-text)
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lacy.cascade.decoder import CascadeDecoder, Generation, naive_generate, p_call_teacher_forced
-from lacy.cascade.helpers import DocumentHelper, LMHelper
+from lacy.cascade.helpers import DocumentHelper, Helper, HelperReply, HelperSession, LMHelper
 from lacy.cascade.policies import ArgmaxPolicy, BudgetPolicy, ThresholdPolicy, build_policy, threshold_for_rate
 from lacy.data.tokenizer import train_tokenizer
 from test_helpers import SENTENCES, foreign_llama, foreign_tokenizer, tiny_llama
@@ -245,3 +245,51 @@ def test_p_call_teacher_forced(slm, tokenizer):
     assert all(((p > 0) & (p < 1)).all() for p in batched)
     # Position 0 is P(<CALL> | <bos>), the decoder's first step on an empty prompt.
     assert batched[0][0] == pytest.approx(slm_alone(slm, tokenizer, "", max_new_tokens=1).p_call[0], rel=1e-5)
+
+
+def test_the_end_of_the_document_ends_the_helper_alone(slm, tokenizer):
+    """Every step calls: the oracle copies the rest of its document and the text ends with it, whatever
+    the SLM (before, the SLM wrote on after the document's end and the helper resumed from there)."""
+    documents = {"Alice Martin": ["Alice Martin was born in Paris in 1900, studied physics at the University of Paris."]}
+    texts = set()
+    for model in (slm, tiny_llama(tokenizer, d_model=32, seed=5)):
+        g = CascadeDecoder(model, tokenizer, DocumentHelper(documents), ThresholdPolicy(0.0), max_new_tokens=64).generate(
+            PROMPTS[0], "Alice Martin")
+        assert g.unresolved_calls == 0 and g.slm_tokens == 0
+        texts.add(g.text)
+    assert texts == {" Paris in 1900, studied physics at the University of Paris."}
+
+
+class _ScriptedHelper(Helper):
+    """Answers each call with the next of ``replies`` (then no help)."""
+
+    def __init__(self, replies: list[HelperReply]) -> None:
+        self.replies = replies
+
+    def session(self, subject=None) -> HelperSession:
+        replies = iter(self.replies)
+
+        class Session(HelperSession):
+            def continue_text(self, text, *, max_new_tokens, until_word_boundary):
+                return next(replies, HelperReply(None, 0))
+
+        return Session()
+
+
+@pytest.mark.parametrize("last", [HelperReply(" in 1900", 1, ends=True), HelperReply(None, 0, ends=True)])
+def test_a_helper_that_ends_the_text_ends_the_generation(slm, tokenizer, last):
+    helper = _ScriptedHelper([HelperReply(" Paris", 1), last])
+    g = CascadeDecoder(slm, tokenizer, helper, ThresholdPolicy(0.0), max_new_tokens=24).generate(PROMPTS[0])
+    assert g.text == " Paris" + (last.text or "") and g.unresolved_calls == 0 and g.n_calls == 2
+
+
+def test_an_lm_helper_reply_ends_at_its_end_of_text(shared_helper):
+    from lacy.cascade.helpers import _Reply
+
+    reply = _Reply(shared_helper, max_new_tokens=4, until_word_boundary=False)
+    word = shared_helper.tokenizer(" Paris", add_special_tokens=False)["input_ids"]
+    assert all(reply.take(token) for token in word)
+    assert not reply.take(next(iter(shared_helper.eos_ids)))
+    assert reply.reply().ends and reply.reply().text == shared_helper.tokenizer.decode(word)
+    fresh = _Reply(shared_helper, max_new_tokens=4, until_word_boundary=False)
+    assert not fresh.take(next(iter(shared_helper.eos_ids))) and fresh.reply() == HelperReply(None, 0, ends=True)

@@ -8,7 +8,8 @@ decides whether to defer. If not, ``<CALL>`` is masked and the SLM's own token i
 default). If so, the helper continues the text — one helper token (``handoff="token"``) or up to the
 next word boundary (``handoff="word"``, default) — and its text becomes SLM tokens that extend the
 SLM's KV cache with a single forward over just those tokens. A helper with no answer (``None``) is
-an *unresolved call*: the SLM falls back to its best non-``<CALL>`` token.
+an *unresolved call*: the SLM falls back to its best non-``<CALL>`` token. A helper that ends the text
+(an LM's end-of-text, the end of a document: ``HelperReply.ends``) ends the generation.
 
 Hand-off between tokenizers: the generation is kept as a string. The helper's text is tokenised
 *on its own* by the SLM tokenizer and appended to the SLM's ids, so the SLM's cache always matches
@@ -293,7 +294,7 @@ class CascadeDecoder:
                 still = []
                 for row, _, _, own in steps:
                     ids = row.take(replies.get(row.index), own, self)
-                    if ids is not None and len(row.out.ids) < self.max_new_tokens \
+                    if ids is not None and not row.ended and len(row.out.ids) < self.max_new_tokens \
                             and len(slm.ids[row.index]) + len(ids) <= self.max_positions:
                         new_ids[row.index] = ids
                         still.append(row)
@@ -332,11 +333,13 @@ class _Row:
         self.p_calls: list[float] = []
         self.call_positions: list[int] = []
         self.unresolved = self.slm_tokens = self.helper_tokens = 0
+        self.ended = False  # the helper ended the text (see HelperReply.ends)
 
     def take(self, reply: HelperReply | None, own: int, decoder: CascadeDecoder) -> list[int] | None:
         """Write this step: the helper's reply when it called and got one, else the SLM's own token.
-        The SLM ids to read next, or None at end-of-text."""
+        The SLM ids to read next, or None at end-of-text (the SLM's, or a helper's that ends the text)."""
         if reply is not None:
+            self.ended = reply.ends
             if reply.text:
                 if decoder.shared_vocab and reply.token_ids:
                     ids = list(reply.token_ids)
@@ -345,6 +348,8 @@ class _Row:
                 self.out.add_helper(reply.text, ids)
                 self.helper_tokens += reply.tokens
                 return ids
+            if reply.ends:
+                return None
             self.unresolved += 1
         if own == decoder.eos_id:
             return None

@@ -67,11 +67,15 @@ class HelperReply:
     ``text`` is the continuation to append (``None``: no help, an unresolved call); ``tokens`` the
     number of helper tokens generated for it. ``token_ids`` (LM helpers only) are those tokens in the
     helper's vocabulary, so a cascade whose SLM shares that vocabulary can append them directly.
+    ``ends``: the text ends after ``text`` (an LM helper wrote end-of-text; a document has nothing
+    left after the match). That is an answer, not an unresolved call: the cascade stops there, so the
+    helper alone (every step calls) is the helper's own greedy text, whatever the SLM.
     """
 
     text: str | None
     tokens: int
     token_ids: tuple[int, ...] | None = None
+    ends: bool = False
 
 
 class HelperSession(ABC):
@@ -208,11 +212,13 @@ class _Reply:
         self.until_word_boundary = until_word_boundary
         self.generated: list[int] = []
         self.text = ""
+        self.ends = False
 
     def take(self, token: int) -> bool:
         """Add ``token`` unless it ends the reply; whether the reply wants one more token."""
         helper = self.helper
         if token in helper.eos_ids:
+            self.ends = True
             return False
         candidate = helper.tokenizer.decode(self.generated + [token], clean_up_tokenization_spaces=False)
         word_ended_inside = False
@@ -232,7 +238,9 @@ class _Reply:
         return len(self.generated) < self.max_new_tokens + 3
 
     def reply(self) -> HelperReply:
-        return HelperReply(self.text, len(self.generated), tuple(self.generated)) if self.text else HelperReply(None, 0)
+        if not self.text:
+            return HelperReply(None, 0, ends=self.ends)
+        return HelperReply(self.text, len(self.generated), tuple(self.generated), ends=self.ends)
 
 
 class LMHelperBatch(HelperBatch):
@@ -382,9 +390,12 @@ class DocumentSession(HelperSession):
             return HelperReply(None, 0)
         document, end = found
         rest = document[end:]
+        if not rest.strip():
+            return HelperReply(None, 0, ends=True)  # the document ends here
         if until_word_boundary:
             rest = cut_at_word_boundary(rest)
         units = _DOCUMENT_UNIT.findall(rest)[:max_new_tokens]
         if not units:
             return HelperReply(None, 0)
-        return HelperReply("".join(units), len(units))
+        text = "".join(units)
+        return HelperReply(text, len(units), ends=not document[end + len(text):].strip())

@@ -166,8 +166,9 @@ class RemoteHelper(Helper):
     def session(self, subject: str | None = None) -> HelperSession:
         return RemoteHelperSession(self, subject)
 
-    def complete(self, prompt: str, max_tokens: int, subject: str | None = None) -> tuple[str, int]:
-        """One greedy completion of ``prompt``: ``(text, completion tokens)``; raises RemoteHelperError."""
+    def complete(self, prompt: str, max_tokens: int, subject: str | None = None) -> tuple[str, int, bool]:
+        """One greedy completion of ``prompt``: ``(text, completion tokens, whether the text ends there)``
+        (``finish_reason`` "stop"); raises RemoteHelperError."""
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
         if self.model_id is not None:
             body["model"] = self.model_id
@@ -214,7 +215,7 @@ class RemoteHelper(Helper):
             f"(fallback=True in Python) to count such calls as unresolved."
         )
 
-    def _parse(self, response: httpx.Response, max_tokens: int) -> tuple[str, int]:
+    def _parse(self, response: httpx.Response, max_tokens: int) -> tuple[str, int, bool]:
         try:
             data = response.json()
             text = data["choices"][0]["text"]
@@ -227,7 +228,8 @@ class RemoteHelper(Helper):
             raise RemoteHelperUnavailable(f"helper server {self.completions_url} sent choices[0].text={text!r}, not a string")
         usage = data.get("usage") if isinstance(data, dict) else None
         tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-        return text, tokens if isinstance(tokens, int) else max_tokens
+        ends = data["choices"][0].get("finish_reason") == "stop"
+        return text, tokens if isinstance(tokens, int) else max_tokens, ends
 
     def close(self) -> None:
         self._client.close()
@@ -266,7 +268,7 @@ class RemoteHelperSession(HelperSession):
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         requested = min(max_new_tokens, self.helper.max_new_tokens_cap)
         try:
-            completion, tokens = self.helper.complete(text, requested, self.subject)
+            completion, tokens, ends = self.helper.complete(text, requested, self.subject)
         except RemoteHelperUnavailable as exc:
             if not self.helper.fallback:
                 raise
@@ -274,6 +276,7 @@ class RemoteHelperSession(HelperSession):
             logger.warning("remote helper call counted as unresolved: %s", exc)
             return HelperReply(None, 0)
         if until_word_boundary:
-            completion = cut_at_word_boundary(completion)
-        # An empty completion is no help, as in-process: the decoder counts it as an unresolved call.
-        return HelperReply(completion, tokens) if completion else HelperReply(None, 0)
+            cut = cut_at_word_boundary(completion)
+            ends, completion = ends and cut == completion, cut
+        # An empty completion that does not end the text is no help, as in-process: an unresolved call.
+        return HelperReply(completion, tokens, ends=ends) if completion else HelperReply(None, 0, ends=ends)
