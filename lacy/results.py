@@ -203,8 +203,9 @@ def interval_table(tidy: pd.DataFrame, budget: float = 0.22) -> pd.DataFrame | N
 def comparison_table(tidy: pd.DataFrame, budget: float = 0.22, prefix: str = "lacy_minus_") -> pd.DataFrame | None:
     """Paired differences saved as ``{prefix}{metric}`` (value: the difference, ``_ci_lo``/``_ci_hi``: its
     95% interval; ``method``: the baseline) at ``budget``, as "diff [lo, hi]" in points per corpus ×
-    helper × baseline, with the verdict of :func:`lacy.evaluate.stats.direction` per metric; None when
-    no chapter saved any (chapter 4 does)."""
+    helper × baseline, with the verdict of :func:`lacy.evaluate.stats.direction` per metric ("not
+    compared" where that metric was not compared for that baseline); None when no chapter saved any
+    (chapter 4 does)."""
     from lacy.evaluate.stats import direction
 
     rows = tidy[tidy["metric"].astype(str).str.startswith(prefix)]
@@ -219,7 +220,8 @@ def comparison_table(tidy: pd.DataFrame, budget: float = 0.22, prefix: str = "la
     for m in metrics:
         value, lo, hi = (wide.get(f"{prefix}{m}{end}", pd.Series(np.nan, index=wide.index)) for end in ("", "_ci_lo", "_ci_hi"))
         out[f"{m} (points)"] = [_with_interval(v, a, b) for v, a, b in zip(value, lo, hi)]
-        out[f"{m}: verdict"] = [direction({"ci95": None if pd.isna(a) or pd.isna(b) else [a, b]}) for a, b in zip(lo, hi)]
+        out[f"{m}: verdict"] = ["not compared" if pd.isna(v) else direction({"ci95": None if pd.isna(a) or pd.isna(b) else [a, b]})
+                                for v, a, b in zip(value, lo, hi)]
     return out.rename_axis(index={"method": "baseline"})
 
 

@@ -172,4 +172,8 @@ def test_comparison_table_states_the_verdict_from_the_interval():
     assert table.loc[("synthbio", "lm", "standard"), "precision (points)"] == "5.0 [1.0, 9.0]"
     assert table.loc[("synthbio", "lm", "standard"), "precision: verdict"] == "ahead"
     assert table.loc[("synthbio", "lm", "loss"), "precision: verdict"] == "no significant difference"
+    recall_for_standard_only = [{**rows[0], "metric": "lacy_minus_recall"}]
+    table = comparison_table(pd.DataFrame(rows + recall_for_standard_only), 0.22)
+    assert table.loc[("synthbio", "lm", "loss"), "recall: verdict"] == "not compared"
+    assert table.loc[("synthbio", "lm", "loss"), "recall (points)"] == "–"
     assert comparison_table(pd.DataFrame(rows).assign(budget=0.4), 0.22) is None
