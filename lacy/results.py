@@ -145,7 +145,8 @@ def chapter_status(results: Mapping[str, ChapterResults], chapters: list[str]) -
 
 def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.DataFrame]:
     """Cross-chapter tables found in ``tidy``: precision and recall at ``budget`` with their intervals
-    (:func:`interval_table`), LaCy's paired differences to each baseline (:func:`comparison_table`), FactScore at ``budget``, signal AUROCs, bench ratios.
+    (:func:`interval_table`), LaCy's paired differences to each baseline (:func:`comparison_table`), FactScore at ``budget``, signal AUROCs, bench ratios,
+    and chapter 7's per-size tables (:data:`SIZE_TABLES`).
 
     Returns only the tables for which numbers exist, keyed by a caption. FactScore is pivoted to
     method × corpus when both columns are present (the paper's main budget is 22%, §5); AUROC is
@@ -173,7 +174,30 @@ def headline_tables(tidy: pd.DataFrame, budget: float = 0.22) -> dict[str, pd.Da
     ratios = tidy[metric.str.contains("ratio")]
     if not ratios.empty:
         tables["Benchmark ratios"] = ratios.dropna(axis=1, how="all").reset_index(drop=True)
+    for part, caption in SIZE_TABLES.items():
+        rows = tidy[tidy["part"] == part] if {"part", "size", "params"} <= set(tidy.columns) else tidy.iloc[:0]
+        if not rows.empty:
+            tables[caption.format(budget=budget)] = per_size_table(rows)
     return tables
+
+
+SIZE_TABLES = {
+    "knowledge": "Knowledge per SLM size (chapter 7): exact whole-value recall of the SLM alone per tier, bits stored "
+                 "per parameter; mean over the training seeds counted",
+    "call_fraction": "Call fraction per SLM size (chapter 7): the cascade with the LM helper at a {budget:.0%} budget, "
+                     "pooled over training seeds",
+}
+"""Chapter 7's per-size results (``part`` of its saved rows) that the summary shows as tables."""
+
+
+def per_size_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """``value`` per (size, method) × metric, smallest SLM first, averaged over training seeds; a
+    ``training seeds`` column counts them where the rows are per seed."""
+    keys = ["params", "size", "method"]
+    table = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="mean")
+    if "seed" in rows.columns and rows["seed"].notna().any():
+        table["training seeds"] = rows.groupby(keys)["seed"].nunique()
+    return table.droplevel("params").rename_axis(columns=None)
 
 
 def interval_table(tidy: pd.DataFrame, budget: float = 0.22) -> pd.DataFrame | None:

@@ -164,6 +164,18 @@ def test_headline_tables_pick_the_budget_and_pivot(tmp_path):
     assert results.headline_tables(results.tidy_results({})) == {}
 
 
+def test_headline_tables_show_chapter_7_per_size(tmp_path):
+    rows = [{"size": size, "params": params, "method": method, "seed": seed, "metric": "recall_famous", "value": value,
+             "part": "knowledge", "corpus": "synthbio"}
+            for size, params, method, seed, value in [("172K", 172272, "lacy", 0, 0.1), ("58K", 58440, "lacy", 0, 0.0),
+                                                      ("58K", 58440, "lacy", 1, 0.5), ("58K", 58440, "standard", 0, 0.2)]]
+    provenance.save_results(tmp_path, "07_scaling", pd.DataFrame(rows), profile="cpu")
+    tables = results.headline_tables(results.tidy_results(results.load_results(tmp_path, "cpu")))
+    knowledge = next(table for caption, table in tables.items() if caption.startswith("Knowledge per SLM size"))
+    assert knowledge.index.tolist() == [("58K", "lacy"), ("58K", "standard"), ("172K", "lacy")]  # smallest SLM first
+    assert knowledge.loc[("58K", "lacy"), "recall_famous"] == 0.25 and knowledge.loc[("58K", "lacy"), "training seeds"] == 2
+
+
 def test_chapter_status_marks_missing_chapters_not_run(tmp_path):
     status = results.chapter_status(_store(tmp_path), ["01_data", "04_cascade"])
     assert status.loc["01_data", "status"] == "not run"
