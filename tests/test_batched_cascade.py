@@ -160,3 +160,4 @@ def test_cascade_bench_reports_every_ratio():
     assert sizes["ratio_to_mixture_bound"] == pytest.approx(sizes["cascade_ms_per_token"] / sizes["mixture_bound_ms_per_token"])
     assert sizes["mixture_bound_ms_per_token"] >= sizes["mixture_bound_without_handoff_ms_per_token"]
     assert batched["identical_outputs"] and batched["batched_speedup"] > 0 and batched["batch_size"] == 32
+    assert batched["repeats"] == 1
