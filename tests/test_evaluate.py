@@ -321,3 +321,31 @@ def test_leakage_probe_and_generations_on_smoke_model(smoke_run, smoke_profile, 
     assert (frame["n_calls"] == 0).all() and (frame["helper_tokens"] == 0).all()
     assert generated["precision"] is None or 0.0 <= generated["precision"] <= 1.0  # the generated leakage
     assert 0.0 <= generated["recall"] <= 1.0
+
+
+def test_flops_per_token_counts_each_token_a_model_reads_once():
+    from lacy.cascade.decoder import Generation
+    from lacy.cascade.helpers import encode_text
+    from lacy.evaluate.cascade_run import flops_per_token
+
+    tokenizer = train_tokenizer(["Alice Martin was born in Paris in 1900.", "Chen Wei studied law."] * 20, 300)
+    prompt, text = "Alice Martin was born in", " Paris in 1900."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    helper_part = len(" Paris in")
+
+    def generation(spans, call_positions, helper_tokens):
+        return Generation(prompt=prompt, text=text, spans=spans, p_call=[0.0] * len(ids), n_calls=len(call_positions),
+                          unresolved_calls=0, slm_tokens=len(ids) - helper_tokens, helper_tokens=helper_tokens, seconds=0.0,
+                          call_positions=call_positions, token_ids=ids)
+
+    def read(upto: int) -> int:
+        return len(encode_text(tokenizer, prompt + text[:upto]))
+
+    # The helper wrote " Paris in" from one call at the start: it read the prompt and its own reply once.
+    cascade = generation([(0, helper_part, "helper"), (helper_part, len(text), "slm")], [0], helper_tokens=3)
+    assert flops_per_token(tokenizer, [cascade], 10, 100) == pytest.approx(
+        (2 * 10 * (read(0) + len(ids)) + 2 * 100 * read(helper_part)) / len(ids))
+    # The helper alone: no SLM, and the helper reads prompt + text once (its replies are not counted twice).
+    alone = generation([(0, len(text), "helper")], list(range(0, len(text), 3)), helper_tokens=len(ids))
+    assert flops_per_token(tokenizer, [alone], 10, 100, slm_reads=False) == pytest.approx(2 * 100 * read(len(text)) / len(ids))
+    assert flops_per_token(tokenizer, [alone], 10, None) is None

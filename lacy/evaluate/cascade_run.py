@@ -185,14 +185,18 @@ class EvaluationContext:
         return build_policy(name, tau=tau)
 
 
-def flops_per_token(tokenizer: Any, generations: Sequence["Generation"], n_slm: int, n_helper: int | None) -> float | None:
+def flops_per_token(tokenizer: Any, generations: Sequence["Generation"], n_slm: int, n_helper: int | None, *,
+                    slm_reads: bool = True) -> float | None:
     """Estimated forward FLOPs per generated token of a cascade: 2·N per token a model runs on.
 
-    The SLM runs once on every token of prompt + continuation (its KV cache is extended, never
-    recomputed). The helper runs on the tokens it generates plus, when it was called at all, the
-    text up to its last call (its own KV cache reads it once); that text is counted in SLM tokens,
-    a proxy for the helper's own tokenisation. Attention FLOPs are ignored (short contexts).
-    None when the helper's size is unknown (a remote server); NaN when nothing was generated.
+    With KV caches each model runs once on every token it reads. The SLM reads prompt + continuation
+    (``slm_reads=False`` for the helper alone, where no SLM is needed). The helper, when it was called
+    at all, reads the text up to the end of its last call or reply, once: the tokens it generated
+    earlier are part of that text, so they are not counted again. Text is counted in SLM tokens, a
+    proxy for the helper's own tokenisation. Attention FLOPs are ignored (short contexts). A helper
+    that must read the whole text to continue it therefore costs about as much per token as the
+    helper alone, and a cascade adds the SLM's reading to that. None when the helper's size is
+    unknown (a remote server); NaN when nothing was generated.
     """
     from lacy.cascade.helpers import encode_text
 
@@ -201,10 +205,11 @@ def flops_per_token(tokenizer: Any, generations: Sequence["Generation"], n_slm: 
     generated = slm_forward = helper_forward = 0
     for g in generations:
         generated += len(g.token_ids)
-        slm_forward += len(encode_text(tokenizer, g.prompt)) + len(g.token_ids)
-        helper_forward += g.helper_tokens
-        if g.call_positions:
-            helper_forward += len(encode_text(tokenizer, g.prompt + g.text[: max(g.call_positions)]))
+        if slm_reads:
+            slm_forward += len(encode_text(tokenizer, g.prompt)) + len(g.token_ids)
+        read_until = max([*g.call_positions, *(end for _, end, source in g.spans if source == "helper")], default=None)
+        if read_until is not None:
+            helper_forward += len(encode_text(tokenizer, g.prompt + g.text[:read_until]))
     if generated == 0:
         return math.nan
     return (2 * n_slm * slm_forward + 2 * n_helper * helper_forward) / generated
@@ -288,7 +293,8 @@ class CascadeRun:
             "policy": self.policy.name,
             "tau": self.policy.tau if isinstance(self.policy, ThresholdPolicy) else None,
             "budget": self.policy.rate if isinstance(self.policy, BudgetPolicy) else self.target_rate,
-            "flops_per_token": flops_per_token(self.context.tokenizer, self.generations, count_parameters(self.context.model), n_helper),
+            "flops_per_token": flops_per_token(self.context.tokenizer, self.generations, count_parameters(self.context.model), n_helper,
+                                               slm_reads=not (isinstance(self.policy, ThresholdPolicy) and self.policy.tau == 0)),
         }
 
     def frame(self) -> pd.DataFrame:
