@@ -221,3 +221,14 @@ def test_finish_requires_title_and_axis_labels_and_figures_stay_out_of_pyplot():
     assert ax.get_xlabel() == "call rate (% of tokens)"
     with pytest.raises(ValueError, match="ylabel"):
         plots.finish(ax, "title", "x (unit)", " ")
+
+
+def test_cost_frontier_lists_points_without_model_flops_instead_of_dropping_them():
+    import pandas as pd
+
+    plots.set_style()
+    points = pd.DataFrame({"label": ["lacy", "doc"], "kind": ["SLM alone", "helper alone"], "flops_per_token": [2e6, 0.0],
+                           "precision": [0.1, 0.99], "recall": [0.05, 0.26]})
+    fig = plots.cost_frontier(points)
+    notes = [text.get_text() for ax in fig.axes for text in ax.texts if text.get_text().startswith("no model FLOPs")]
+    assert notes == ["no model FLOPs, not drawn: doc (helper alone) 99.0%", "no model FLOPs, not drawn: doc (helper alone) 26.0%"]
