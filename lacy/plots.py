@@ -311,7 +311,7 @@ def cost_frontier(points) -> Figure:
     """Precision and recall (two panels) against forward FLOPs per generated token (log axis): one point per
     SLM alone, cascade and helper alone. ``points``: ``label, kind, flops_per_token, precision, recall``
     (fractions; ``kind`` colours the points). Points that run no model (a document or retrieval helper
-    alone: 0 FLOPs) cannot sit on the log axis; each panel lists them in a note instead."""
+    alone: 0 FLOPs) cannot sit on the log axis; each panel lists them under its axis label instead."""
     data = points.assign(precision=100 * points["precision"].astype(float), recall=100 * points["recall"].astype(float))
     free, data = data[data["flops_per_token"] <= 0], data[data["flops_per_token"] > 0]
     fig, axes = new_figure(1, 2, figsize=(11.0, 4.2))
@@ -319,10 +319,10 @@ def cost_frontier(points) -> Figure:
         sns.scatterplot(data=data, x="flops_per_token", y=metric, hue="kind", style="kind", s=90, ax=ax)
         for _, row in data.iterrows():
             ax.annotate(row["label"], (row["flops_per_token"], row[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        xlabel = "forward FLOPs per generated token (log scale)"
         if len(free):
-            listed = "; ".join(f"{row['label']} ({row['kind']}) {row[metric]:.1f}%" for _, row in free.iterrows())
-            ax.text(0.01, 0.99, f"no model FLOPs, not drawn: {listed}", transform=ax.transAxes, va="top", fontsize=7)
+            xlabel += "\nno model FLOPs, not drawn: " + "; ".join(f"{row['label']} ({row['kind']}) {row[metric]:.1f}%"
+                                                               for _, row in free.iterrows())
         ax.set_xscale("log")
-        finish(ax, f"{metric.capitalize()} against compute", "forward FLOPs per generated token (log scale)",
-               f"{metric} (%)")
+        finish(ax, f"{metric.capitalize()} against compute", xlabel, f"{metric} (%)")
     return fig
