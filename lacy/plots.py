@@ -321,8 +321,8 @@ def cost_frontier(points) -> Figure:
             ax.annotate(row["label"], (row["flops_per_token"], row[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         xlabel = "forward FLOPs per generated token (log scale)"
         if len(free):
-            xlabel += "\nno model FLOPs, not drawn: " + "; ".join(f"{row['label']} ({row['kind']}) {row[metric]:.1f}%"
-                                                               for _, row in free.iterrows())
+            xlabel += "\n0 FLOPs, not drawn: " + ", ".join(
+                f"{row['label']} {'alone' if row['kind'] == 'helper alone' else row['kind']} {row[metric]:.1f}%" for _, row in free.iterrows())
         ax.set_xscale("log")
         finish(ax, f"{metric.capitalize()} against compute", xlabel, f"{metric} (%)")
     return fig

@@ -231,4 +231,4 @@ def test_cost_frontier_lists_points_without_model_flops_instead_of_dropping_them
                            "precision": [0.1, 0.99], "recall": [0.05, 0.26]})
     fig = plots.cost_frontier(points)
     notes = [ax.get_xlabel().split("\n")[1] for ax in fig.axes]
-    assert notes == ["no model FLOPs, not drawn: doc (helper alone) 99.0%", "no model FLOPs, not drawn: doc (helper alone) 26.0%"]
+    assert notes == ["0 FLOPs, not drawn: doc alone 99.0%", "0 FLOPs, not drawn: doc alone 26.0%"]
