@@ -54,7 +54,7 @@ CALL_RATE = 0.22
 SLM_TEMPERATURE = 1.0
 REALISTIC_SLM = ModelConfig(d_model=256, n_layer=6, n_head=4, d_ff=1024)
 REALISTIC_HELPER = ModelConfig(d_model=512, n_layer=6, n_head=8, d_ff=2048)
-BATCH_SIZE = 32  # the cpu and gpu profiles' eval.batch_size
+BATCH_SIZE = 32  # the batch the batched target is stated at (eval.batch_size of colab and gpu; cpu decodes 128)
 
 _CITIES = ("Paris", "Lyon", "Berlin", "Madrid", "Oslo", "Rome", "Vienna", "Prague")
 _FIELDS = ("physics", "history", "law", "music", "biology", "economics")
