@@ -48,9 +48,10 @@ def test_a_repeated_evaluation_is_read_back_identical(smoke_run, smoke_profile, 
     again = evaluation.evaluate(smoke_run, "synthbio", smoke_profile, 0, cache_root=tmp_path)
     assert counted == [smoke_profile.eval.n_subjects] and len(_entries(tmp_path)) == 1
     assert again.generations == first.generations and _summary(again) == _summary(first)
-    # The batch size changes only the time spent: the same entry serves it.
+    # Another batch size decodes afresh (a near-tie can resolve differently on a trained model); here the same text.
     one_by_one = evaluation.evaluate(smoke_run, "synthbio", smoke_profile.override({"eval.batch_size": 1}), 0, cache_root=tmp_path)
-    assert len(counted) == 1 and one_by_one.generations == first.generations
+    assert len(counted) == 2 and len(_entries(tmp_path)) == 2
+    assert [(g.token_ids, g.call_positions) for g in one_by_one.generations] == [(g.token_ids, g.call_positions) for g in first.generations]
 
 
 def test_any_input_that_changes_generations_decodes_again(smoke_run, smoke_profile, tmp_path, counted):
@@ -95,7 +96,7 @@ def test_fingerprints_follow_what_decides_the_generations(smoke_run):
     assert LMHelper(second.model, second.tokenizer).fingerprint() != first.fingerprint()
     decoder = CascadeDecoder(first.model, first.tokenizer, first, ArgmaxPolicy())
     assert decoder.fingerprint() is not None
-    assert CascadeDecoder(first.model, first.tokenizer, first, ArgmaxPolicy(), batch_size=4).fingerprint() == decoder.fingerprint()
+    assert CascadeDecoder(first.model, first.tokenizer, first, ArgmaxPolicy(), batch_size=4).fingerprint() != decoder.fingerprint()
     assert CascadeDecoder(first.model, first.tokenizer, first, ArgmaxPolicy(), handoff="token").fingerprint() != decoder.fingerprint()
 
 
