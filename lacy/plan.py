@@ -35,7 +35,10 @@ CARD_PEAKS: dict[str, tuple[float, str]] = {
 }
 PLANNED_CARDS = ("T4", "A100", "H100")  # the columns of `lacy plan` (H100: the SXM part)
 DEVICE_PEAKS = {card: CARD_PEAKS[card] for card in PLANNED_CARDS}
-ASSUMED_MFU = 0.30  # fraction of the peak a Hugging Face model under Lightning reaches (stated, not measured)
+# Fraction of the peak a Hugging Face model under Lightning reaches: stated, not measured. `make gpu-check` on an
+# H200 measured 19% of the published peak (25% of its measured GEMM peak) for the gpu profile's 120M SLM at
+# 16 x 1024 tokens per step, so the gpu estimates are optimistic by about 1.5x on Hopper.
+ASSUMED_MFU = 0.30
 DECODE_SECONDS_PER_LAYER = 1.5e-4  # launch-bound floor of one decoded token through one layer (HF eager, batch 1)
 SPACY_TOKENS_PER_S = 9_000.0  # per process, parser and lemmatizer disabled (measured on a 2-core CPU)
 SYNTHBIO_TOKENS_PER_DOC = 96.0  # measured on the smoke cache (512 vocabulary; larger vocabularies give fewer)

@@ -370,10 +370,34 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+ENV_OVERRIDES = "LACY_SET"
+"""Environment variable holding a JSON object of dotted-key overrides (``{"train.precision": "32"}``) that
+:func:`get_profile` applies to every profile before its own ``overrides``: how ``python -m lacy.book execute
+--set`` reaches the chapters' kernels (e.g. to time the book in fp32 on a CPU that has bf16 units)."""
+
+
+def env_overrides() -> dict[str, str]:
+    """The overrides in ``$LACY_SET`` (empty when unset); malformed JSON raises ConfigError."""
+    raw = os.environ.get(ENV_OVERRIDES, "").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as err:
+        parsed, problem = None, str(err)
+    else:
+        problem = "not an object of strings"
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        raise ConfigError(f"${ENV_OVERRIDES} must be a JSON object of dotted keys to string values, e.g. "
+                          f'{{"train.precision": "32"}}; got {raw!r} ({problem}); unset it or fix it')
+    return parsed
+
+
 def get_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profile:
-    """The named profile with ``overrides`` applied; unknown names/keys raise ConfigError."""
+    """The named profile with ``$LACY_SET`` (:func:`env_overrides`), then ``overrides``, applied; unknown
+    names/keys raise ConfigError."""
     check_choice("profile", name, tuple(PROFILES))
-    return PROFILES[name].override(overrides)
+    return PROFILES[name].override({**env_overrides(), **(overrides or {})})
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:

@@ -4,6 +4,7 @@ The browser check runs in ``make test`` (``python -m lacy.book smoke``), not her
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from lacy import book, plots
-from lacy.profiles import METHODS
+from lacy.profiles import METHODS, ConfigError
 
 ROOT = Path(book.__file__).resolve().parents[2]  # lacy/book/__init__.py -> repository root
 
@@ -191,6 +192,27 @@ def test_execute_in_place_records_profile_and_timings_and_keeps_failed_chapters_
     assert (root / "_build/failed/bad.ipynb").exists()
     timings = json.loads((root / "_build/timings-smoke.json").read_text())
     assert timings["chapters"] == report.seconds and timings["total"] == pytest.approx(report.total)
+
+
+def test_execute_with_overrides_hands_them_to_every_chapter_and_names_the_timings(tmp_path, monkeypatch):
+    monkeypatch.delenv("LACY_SET", raising=False)
+    code = "from lacy.profiles import get_profile; print('precision', get_profile('smoke').train.precision)"
+    root = _scratch_book(tmp_path, {"chapter": [("code", code)]})
+    report = book.execute(root, "smoke", 0, overrides={"train.precision": "32"})
+    assert report.seconds and not report.failed
+    printed = "".join(o.get("text", "") for c in nbformat.read(root / "book/chapter.ipynb", as_version=4).cells
+                      for o in c.get("outputs", []))
+    assert "precision 32" in printed
+    timings = json.loads((root / "_build/timings-smoke+train.precision=32.json").read_text())
+    assert timings["overrides"] == {"train.precision": "32"}
+    assert "LACY_SET" not in os.environ  # restored after the run
+
+
+def test_execute_refuses_a_bad_override_before_running_anything(tmp_path):
+    root = _scratch_book(tmp_path, {"chapter": []})
+    with pytest.raises(ConfigError, match="unknown setting 'precison'"):
+        book.execute(root, "smoke", 0, overrides={"train.precison": "32"})
+    assert not (root / "_build/timings-smoke.json").exists()
 
 
 def test_build_makes_html_and_fails_on_broken_references(tmp_path):

@@ -41,6 +41,22 @@ def test_parse_overrides():
     assert "train.call_fraction" in valid_keys()
 
 
+def test_lacy_set_overrides_every_profile_and_explicit_overrides_win(monkeypatch):
+    monkeypatch.setenv("LACY_SET", '{"train.precision": "32", "train.max_steps": "9"}')
+    p = get_profile("cpu", {"train.max_steps": "11"})
+    assert p.train.precision == "32" and p.train.max_steps == 11
+    monkeypatch.setenv("LACY_SET", "")
+    assert get_profile("cpu").train.precision == "auto"
+
+
+@pytest.mark.parametrize("raw, fragment", [("train.precision=32", "Expecting value"), ('["train.precision"]', "not an object"),
+                                          ('{"train.max_steps": 9}', "not an object"), ('{"train.precison": "32"}', "unknown setting 'precison'")])
+def test_a_malformed_lacy_set_is_refused_with_the_fix(monkeypatch, raw, fragment):
+    monkeypatch.setenv("LACY_SET", raw)
+    with pytest.raises(ConfigError, match=fragment):
+        get_profile("smoke")
+
+
 @pytest.mark.parametrize("name", ["cpu", "gpu"])
 def test_helper_profile_has_more_capacity_and_training(name):
     """The helper-size standard model is rho's reference: more capacity and more training than the SLM."""

@@ -12,6 +12,8 @@ import time
 
 import torch
 
+from lacy.train.model import cpu_supports_bf16
+
 
 def machine_features(dtype: torch.dtype = torch.float32, compiled: bool = False) -> dict[str, object]:
     """What a benchmark number depends on: device, dtype, threads, compile on/off, bf16 support."""
@@ -22,19 +24,9 @@ def machine_features(dtype: torch.dtype = torch.float32, compiled: bool = False)
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "compile": compiled,
-        "cpu_bf16_native": _cpu_has_bf16(),
+        "cpu_bf16_native": cpu_supports_bf16(),
         "torch": torch.__version__,
     }
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); without it bf16 autocast is emulated and slow."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def gemm_peak_flops(dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 5, device: str | None = None) -> float:

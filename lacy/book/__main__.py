@@ -12,7 +12,7 @@ from lacy.book.build import build, copy_book, smoke
 from lacy.book.checks import check_browser, output_problems
 from lacy.book.execute import execute
 from lacy.book.layout import COMMITTED_PROFILES, BookError, find_root, log, toc_notebooks
-from lacy.profiles import PROFILES
+from lacy.profiles import PROFILES, ConfigError, parse_overrides
 
 # --- command line ---------------------------------------------------------------------------------
 
@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     target.add_argument("--in-place", action="store_true", help="replace the committed chapters with the executed ones")
     target.add_argument("--output-dir", type=Path, help="execute a copy of the book in this folder instead")
     run.add_argument("--chapters", nargs="+", help="only these chapters (e.g. 04_cascade), in _toc.yml order")
+    run.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                     help="override a profile setting in every chapter, e.g. --set train.precision=32 (repeatable)")
 
     commands.add_parser("build", help="build the HTML book into _build/html (no execution)")
 
@@ -47,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = find_root(args.root)
         if args.command == "execute":
             book = root if args.in_place else copy_book(root, args.output_dir)
-            report = execute(book, args.profile, args.seed, chapters=args.chapters, timings_dir=root / "_build")
+            report = execute(book, args.profile, args.seed, chapters=args.chapters, timings_dir=root / "_build",
+                             overrides=parse_overrides(args.overrides))
             if report.failed:
                 raise BookError("chapter(s) failed: " + ", ".join(report.failed))
         elif args.command == "build":
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problems:
                 raise BookError("committed chapters are not publishable:\n" + "\n".join(f"  {p}" for p in problems))
             log(f"outputs of {len(toc_notebooks(root))} chapter(s) are from {' or '.join(COMMITTED_PROFILES)} runs")
-    except BookError as error:
+    except (BookError, ConfigError) as error:
         log(f"error: {error}")
         return 1
     return 0

@@ -7,14 +7,15 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import nbformat
 
 from lacy.book.layout import DEFAULT_RUN_ROOT, KERNEL_DISPLAY_NAME, KERNEL_NAME, BookError, chapter_name, log, one_line, toc_notebooks
-from lacy.profiles import PROFILES
+from lacy.profiles import ENV_OVERRIDES, PROFILES, env_overrides
 
 # --- execute --------------------------------------------------------------------------------------
 
@@ -27,13 +28,15 @@ class ExecutionReport:
     seed: int
     seconds: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"profile": self.profile, "seed": self.seed, "chapters": self.seconds, "failed": self.failed, "total": self.total}
+        return {"profile": self.profile, "seed": self.seed, "overrides": self.overrides, "chapters": self.seconds,
+                "failed": self.failed, "total": self.total}
 
 
 def execute(
@@ -43,21 +46,26 @@ def execute(
     chapters: Sequence[str] | None = None,
     run_root: str = DEFAULT_RUN_ROOT,
     timings_dir: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> ExecutionReport:
     """Execute the ``_toc.yml`` notebooks under ``root`` in place with papermill (``summary`` last).
 
     ``chapters`` restricts the run to those names (``04_cascade``). Each notebook runs in its own
     folder with the parameters ``profile``, ``seed`` and ``run_root``; it replaces the file only when
-    it ran without error (a failed run is kept under ``_build/failed/``). Writes
-    ``timings-{profile}.json`` into ``timings_dir`` (default ``root/_build``).
+    it ran without error (a failed run is kept under ``_build/failed/``). ``overrides`` (dotted keys, as
+    ``--set``; added to any already in ``$LACY_SET``) reach every chapter's ``get_profile`` through ``$LACY_SET``. Writes
+    ``timings-{profile}.json`` (``timings-{profile}+KEY=VALUE….json`` with overrides) into ``timings_dir``
+    (default ``root/_build``).
     """
     import papermill
 
     if profile not in PROFILES:
         raise BookError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    overrides = {**env_overrides(), **(overrides or {})}  # what every chapter's get_profile will apply
+    PROFILES[profile].override(overrides)  # refuse a bad key or value before any chapter starts
     _require_kernel()
     notebooks = _select(toc_notebooks(root), chapters)
-    report = ExecutionReport(profile=profile, seed=seed)
+    report = ExecutionReport(profile=profile, seed=seed, overrides=overrides)
     work = root / "_build" / "executing"
     failed_dir = root / "_build" / "failed"
     work.mkdir(parents=True, exist_ok=True)
@@ -67,11 +75,12 @@ def execute(
         output = work / source.name
         began = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(source), str(output),
-                parameters={"profile": profile, "seed": seed, "run_root": run_root},
-                kernel_name=KERNEL_NAME, cwd=str(source.parent), progress_bar=False, log_output=False,
-            )
+            with _environment(ENV_OVERRIDES, json.dumps(overrides)):
+                papermill.execute_notebook(
+                    str(source), str(output),
+                    parameters={"profile": profile, "seed": seed, "run_root": run_root},
+                    kernel_name=KERNEL_NAME, cwd=str(source.parent), progress_bar=False, log_output=False,
+                )
         except Exception as error:  # papermill raises PapermillExecutionError and kernel/IO errors alike
             failed_dir.mkdir(parents=True, exist_ok=True)
             if output.exists():
@@ -87,10 +96,25 @@ def execute(
         log(f"{name}: {seconds:.1f} s")
     shutil.rmtree(work, ignore_errors=True)
     log(f"{len(report.seconds)} chapter(s) in {report.total:.1f} s (profile {profile}, seed {seed})")
-    timings = (timings_dir or root / "_build") / f"timings-{profile}.json"
+    suffix = "".join(f"+{key}={value}" for key, value in sorted(overrides.items()))
+    timings = (timings_dir or root / "_build") / f"timings-{profile}{suffix}.json"
     timings.parent.mkdir(parents=True, exist_ok=True)
     timings.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     return report
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """Set ``$name`` for the kernels started inside, then restore what was there."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _select(notebooks: list[Path], chapters: Sequence[str] | None) -> list[Path]:
