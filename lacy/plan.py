@@ -180,8 +180,7 @@ def chapter_work(chapter: str, profile: Profile) -> list[Work]:
         return [decoding("document-helper cascades", per_helper * e.n_subjects, generated, [slm]),
                 decoding("LM-helper cascades", per_helper * e.n_subjects, generated, [slm, _helper(profile)])]
     if chapter == "05_what_the_slm_keeps":
-        return [decoding("leakage generations", len(CH3_METHODS) * e.n_subjects, generated, [slm]),
-                Work("teacher-forced leakage over the val split", flops=len(CH3_METHODS) * 2 * slm[0] * synthbio_tokens(profile) * profile.data.val_fraction)]
+        return [Work("teacher-forced leakage over the val split", flops=len(CH3_METHODS) * 2 * slm[0] * synthbio_tokens(profile) * profile.data.val_fraction)]
     if chapter == "06_real_wikipedia":
         full = full_scale_wikipedia(profile)
         n_subjects = e.n_subjects if full else min(CH6_SMALL["n_subjects"], e.n_subjects)
