@@ -161,3 +161,43 @@ def test_cascade_bench_reports_every_ratio():
     assert sizes["mixture_bound_ms_per_token"] >= sizes["mixture_bound_without_handoff_ms_per_token"]
     assert batched["identical_outputs"] and batched["batched_speedup"] > 0 and batched["batch_size"] == 32
     assert batched["repeats"] == 1
+
+
+def test_width_groups_cover_every_row_once_at_least_cost():
+    from itertools import combinations
+
+    from lacy.cascade.hf import width_groups
+
+    def cost(groups, widths, fixed):
+        return sum(fixed + len(g) * max(widths[i] for i in g) for g in groups)
+
+    assert width_groups([1] * 32, 128) == [list(range(32))]  # equal widths: one forward
+    assert width_groups([88] + [1] * 31, 128) == [[0], list(range(1, 32))]  # a long backlog is read on its own
+    rng = random.Random(0)
+    for _ in range(30):
+        widths, fixed = [rng.choice([1, 2, 5, 20, 90]) for _ in range(rng.randint(1, 7))], rng.choice([0, 16, 128])
+        groups = width_groups(widths, fixed)
+        assert sorted(i for g in groups for i in g) == list(range(len(widths)))
+        order = sorted(range(len(widths)), key=lambda i: -widths[i])
+        best = min(cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], widths, fixed)
+                   for k in range(len(order)) for cuts in combinations(range(1, len(order)), k))
+        assert cost(groups, widths, fixed) == best
+
+
+@pytest.mark.parametrize("forward_cost_tokens", [0, 10_000])  # every width apart, or all rows in one forward
+def test_reading_rows_in_width_groups_changes_no_generation(slm, tokenizer, helpers, calibration, forward_cost_tokens, monkeypatch):
+    one = decode(slm, tokenizer, helpers["shared"], "budget", calibration, 1, "word")
+    monkeypatch.setattr(BatchedLM, "forward_cost_tokens", forward_cost_tokens)
+    many = decode(slm, tokenizer, helpers["shared"], "budget", calibration, len(PROMPTS), "word")
+    assert outputs(many) == outputs(one)
+
+
+def test_sampling_never_draws_a_banned_id_and_top_p_keeps_the_head():
+    from lacy.cascade.decoder import sample_top_p
+
+    logits = np.array([2.0, -np.inf, 1.0, 0.5, -np.inf], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    draws = [sample_top_p(logits, 1.0, 1.0, rng) for _ in range(2000)]
+    assert set(draws) == {0, 2, 3}
+    assert np.mean(np.array(draws) == 0) == pytest.approx(np.exp(2) / (np.exp(2) + np.exp(1) + np.exp(0.5)), abs=0.04)
+    assert {sample_top_p(logits, 1.0, 0.5, rng) for _ in range(200)} == {0}  # the top id alone holds half the mass

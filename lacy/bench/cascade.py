@@ -39,7 +39,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from lacy.bench.peak import gemm_peak_flops, machine_features
-from lacy.cascade.decoder import CascadeDecoder, Generation, naive_generate
+from lacy.cascade.decoder import CascadeDecoder, Generation, naive_generate, sample_top_p
 from lacy.cascade.helpers import LMHelper, cache_argument, encode_text
 from lacy.cascade.policies import BudgetPolicy, ThresholdPolicy
 from lacy.data.tokenizer import call_token_id, train_tokenizer
@@ -73,15 +73,14 @@ def ms_per_token(model: PreTrainedModel, prompt_ids: list[int], new_tokens: int,
     """Milliseconds per generated token of a bare cached decoding loop: forward one token, then argmax
     (``temperature=0``) or sample; the prompt's encoding is not timed."""
     cache_kwarg = cache_argument(model)
-    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
         logits = model(input_ids=torch.tensor([prompt_ids], device=model.device), use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits
         started = time.perf_counter()
         for _ in range(new_tokens):
-            if temperature > 0:
-                probs = torch.softmax(logits[0, -1].float() / temperature, dim=-1).cpu()
-                token = torch.multinomial(probs, 1, generator=generator).view(1, 1).to(model.device)
+            if temperature > 0:  # the cascade's sampler
+                token = torch.tensor([[sample_top_p(logits[0, -1].float().cpu().numpy(), temperature, 1.0, rng)]], device=model.device)
             else:
                 token = logits[0, -1].argmax().view(1, 1)
             logits = model(input_ids=token, use_cache=True, logits_to_keep=1, **{cache_kwarg: cache}).logits

@@ -36,6 +36,7 @@ from lacy.cascade.hf import (  # noqa: F401  (re-exported: the helpers' public i
     banned_token_bias,
     cache_argument,
     encode_text,
+    encode_texts,
     eos_ids,
     is_lacy_tokenizer,
     max_positions,
@@ -266,8 +267,8 @@ class LMHelperBatch(HelperBatch):
             raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room in the helper's {helper.max_positions} positions")
         replies = {row: _Reply(helper, max_new_tokens, until_word_boundary) for row in rows}
         pending: dict[int, list[int]] = {}
-        for row, text in zip(rows, texts):
-            ids = encode_text(helper.tokenizer, text)[-room:]  # a text longer than the context loses its start
+        for row, ids in zip(rows, encode_texts(helper.tokenizer, texts)):
+            ids = ids[-room:]  # a text longer than the context loses its start
             if not ids or max_new_tokens < 1:
                 continue
             cached, common = lm.ids[row], 0

@@ -16,7 +16,9 @@ copies only the new slots, not the whole cache. Dead slots still cost every late
 attended in full), and an LM helper that continues one row at a time leaves many: each call pads the 31 other rows. When
 dead slots outnumber :attr:`BatchedLM.compact_slack` plus the longest row, the cache is compacted:
 each row's live slots are gathered, in order, into a left-padded cache as wide as the longest row.
-Keys carry their rotary positions, so moving them changes no logit.
+Keys carry their rotary positions, so moving them changes no logit. Rows whose new ids differ much in
+length are read by separate forwards (:func:`width_groups`), so that one row's long backlog does not
+pad every other row to its length.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -50,9 +53,16 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     their input is ``<bos>`` + text; other models get their tokenizer's own convention
     (``add_special_tokens=True``: Llama 3 adds its BOS, GPT-2 and SmolLM2 add nothing).
     """
+    return encode_texts(tokenizer, [text])[0]
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """:func:`encode_text` of each text, in one tokenizer call (its per-call overhead exceeds a short text's encoding)."""
+    if not texts:
+        return []
     if is_lacy_tokenizer(tokenizer):
-        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
-    return list(tokenizer(text)["input_ids"])
+        return [[tokenizer.bos_token_id, *ids] for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    return [list(ids) for ids in tokenizer(list(texts))["input_ids"]]
 
 
 def model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> str:
@@ -186,6 +196,33 @@ def growing_cache(model: PreTrainedModel) -> DynamicCache:
     return cache
 
 
+def width_groups(widths: Sequence[int], forward_cost_tokens: float) -> list[list[int]]:
+    """Split rows that read ``widths[i]`` new ids each into groups read by separate forwards.
+
+    One forward pads every row to the longest: a row with a long backlog (an LM helper's first call
+    after 80 SLM tokens) beside rows that read one token makes the batch read mostly padding, and
+    leaves as many dead slots in every row's cache. A forward costs about ``forward_cost_tokens +
+    rows x width`` token slots (its fixed cost, measured at ~2.5 ms for the ``cpu`` helper on a
+    2-core CPU, is the work of ~55 token slots; a GPU's is larger, so it splits less). The rows are
+    sorted by width and cut where that total is least (exact dynamic programme over the sorted order,
+    where an optimal grouping always lies). Returns lists of indices into ``widths``, widest first.
+    """
+    order = sorted(range(len(widths)), key=lambda i: -widths[i])
+    n = len(order)
+    best = [0.0] + [math.inf] * n  # best[j]: least cost of reading the j widest rows
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(end):
+            cost = best[start] + forward_cost_tokens + (end - start) * widths[order[start]]
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], n
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
 class BatchedLM:
     """``n_rows`` token sequences decoded together by ``model``; :meth:`extend` returns next-token logits.
 
@@ -195,6 +232,7 @@ class BatchedLM:
     """
 
     compact_slack = 64  # dead slots tolerated beyond the longest row before the cache is compacted
+    forward_cost_tokens = 128  # a forward's fixed cost in padded token slots (see width_groups)
 
     def __init__(self, model: PreTrainedModel, n_rows: int, *, kv_cache: bool = True) -> None:
         if n_rows < 1:
@@ -263,6 +301,21 @@ class BatchedLM:
         moving = [row for row, ids in enumerate(new_ids) if ids]
         if not moving:
             raise ValueError("extend needs new ids for at least one row")
+        groups = width_groups([len(new_ids[row]) for row in moving], self.forward_cost_tokens)
+        if len(groups) == 1:
+            return self._extend_rows(new_ids, moving)
+        out = None
+        for group in groups:  # rows are independent: reading them in turn gives each the same logits
+            rows = [moving[i] for i in group]
+            logits = self._extend_rows([new_ids[row] if row in rows else [] for row in range(self.n_rows)], rows)
+            if out is None:
+                out = logits
+            else:
+                out[rows] = logits[rows]
+        return out
+
+    def _extend_rows(self, new_ids: Sequence[Sequence[int]], moving: list[int]) -> torch.Tensor:
+        """:meth:`extend` in one forward; ``moving`` are the rows with new ids."""
         width = max(len(new_ids[row]) for row in moving)
         self._compact()
         past = self.live.shape[1]
