@@ -202,10 +202,12 @@ def width_groups(widths: Sequence[int], forward_cost_tokens: float) -> list[list
     One forward pads every row to the longest: a row with a long backlog (an LM helper's first call
     after 80 SLM tokens) beside rows that read one token makes the batch read mostly padding, and
     leaves as many dead slots in every row's cache. A forward costs about ``forward_cost_tokens +
-    rows x width`` token slots (its fixed cost, measured at ~2.5 ms for the ``cpu`` helper on a
-    2-core CPU, is the work of ~55 token slots; a GPU's is larger, so it splits less). The rows are
-    sorted by width and cut where that total is least (exact dynamic programme over the sorted order,
-    where an optimal grouping always lies). Returns lists of indices into ``widths``, widest first.
+    rows x width`` token slots. Its fixed cost, measured at the ``cpu`` sizes on a 2-core CPU, is
+    2.5-3 ms: the work of 40-55 token slots of the helper and about 150 of the SLM, so
+    :attr:`BatchedLM.forward_cost_tokens` (128) splits only where padding clearly dominates (a GPU's
+    fixed cost is larger still). The rows are sorted by width and cut where that total is least
+    (exact dynamic programme over the sorted order, where an optimal grouping always lies). Returns
+    lists of indices into ``widths``, widest first.
     """
     order = sorted(range(len(widths)), key=lambda i: -widths[i])
     n = len(order)
