@@ -88,25 +88,28 @@ def test_batched_generations_equal_batch_of_one(slm, tokenizer, helpers, calibra
     assert 0 < sum(g.n_calls for g in one) < sum(len(g.p_call) for g in one)
 
 
-@pytest.mark.parametrize("helper_name", ["shared", "foreign"])
-def test_compacting_the_cache_changes_no_generation(slm, tokenizer, helpers, calibration, helper_name, monkeypatch):
-    handoff = "word"  # multi-token replies: rows grow unevenly, so dead slots pile up
-    one = decode(slm, tokenizer, helpers[helper_name], "budget", calibration, 1, handoff)
-    compactions = []
-    compact = BatchedLM._compact
-
-    def counting(self):
-        before = self.live.shape[1]
-        compact(self)
-        compactions.append(before - self.live.shape[1])
-
-    monkeypatch.setattr(BatchedLM, "compact_slack", 0)  # compact whenever a slot is dead
-    monkeypatch.setattr(BatchedLM, "_compact", counting)
-    many = decode(slm, tokenizer, helpers[helper_name], "budget", calibration, len(PROMPTS), handoff)
-    assert outputs(many) == outputs(one)
-    for a, b in zip(many, one):
-        np.testing.assert_allclose(a.p_call, b.p_call, rtol=1e-5, atol=1e-6)
-    assert any(removed > 0 for removed in compactions)  # dead slots were dropped mid-generation
+@pytest.mark.parametrize("n_rows", [1, 3, 8])  # 8 rows: the 2-3 that move are gathered, not read with the idle ones
+def test_each_row_of_the_cache_holds_what_its_ids_alone_give(slm, n_rows):
+    """Rows that grow unevenly, forget their tail and idle: after each step, every moving row's logits and
+    every row's cached keys and values are those of a fresh one-row forward over the row's ids."""
+    rng = random.Random(n_rows)
+    lm = BatchedLM(slm, n_rows)
+    vocab = slm.config.vocab_size
+    with torch.inference_mode():
+        for step in range(12):
+            moving = rng.sample(range(n_rows), max(1, min(n_rows, rng.choice([1, 2, 3, n_rows]))))
+            for row in moving:
+                if lm.ids[row] and step % 3 == 2:
+                    lm.forget(row, rng.randrange(len(lm.ids[row])))
+            new = [[rng.randrange(4, vocab) for _ in range(rng.choice([1, 1, 2, 7]))] if row in moving else []
+                   for row in range(n_rows)]
+            logits = lm.extend(new)
+            for row in moving:
+                alone = slm(input_ids=torch.tensor([lm.ids[row]]), use_cache=True)
+                torch.testing.assert_close(logits[row], alone.logits[0, -1].float(), rtol=1e-4, atol=1e-5)
+                for mine, fresh in zip(lm.cache.layers, alone.past_key_values.layers):
+                    for buffer, tensor in zip(mine.buffers, (fresh.keys, fresh.values)):
+                        torch.testing.assert_close(buffer[row, :, : len(lm.ids[row])], tensor[0], rtol=1e-4, atol=1e-5)
 
 
 def test_batched_cascade_matches_the_naive_loop(slm, tokenizer, helpers, calibration):

@@ -1,24 +1,20 @@
 """Hugging Face model plumbing for the cascade: input conventions, banned ids, and batched decoding.
 
-:class:`BatchedLM` runs a causal LM over several rows at once with one KV cache. Rows grow at
-different speeds (a helper hand-off adds several tokens to one row, one token to another), so each
-forward left-pads the shorter rows; a padded slot stays in the cache as a *dead* slot, hidden from
-every later query by the attention mask, and each row carries its own position ids. A dead slot's
-own query sees only itself: a query that sees nothing would give NaN, and NaN keys poison every
-later query of the row even where the mask hides them (0 × NaN). A row can also
-drop its latest tokens (:meth:`BatchedLM.forget`), which kills their slots: that is how an LM helper
-follows a text whose tokenisation changed at the end, without touching the other rows. With a single
-row there is never a dead slot in the middle of the cache, no mask is passed, and the forward is the
-plain one-sequence forward.
+:class:`BatchedLM` runs a causal LM over several rows at once. Rows grow at different speeds (a
+helper hand-off adds several tokens to one row, one token to another; an LM helper continues only
+the few rows that call), so the KV cache is kept per row (:class:`RowCacheLayer`): row ``r``'s
+tokens fill its slots ``0 .. length[r] - 1`` of one ``[rows, heads, capacity, dim]`` buffer, with no
+padding between them. A forward left-pads the new ids of the rows that move, writes each live key
+straight into its row's next slot, and attends over the first ``max length`` slots: every row's
+queries see its own filled slots (a 4D mask; each row carries its own position ids). A padding
+query sees slot 0 only: a query that sees nothing would give NaN. When most rows are idle, only the
+moving rows' slots are gathered for attention, so the work follows the rows that move, not the
+batch size. A row can also drop its latest tokens (:meth:`BatchedLM.forget`): its length shrinks,
+which is how an LM helper follows a text whose tokenisation changed at the end. With a single row
+no mask is passed, and the forward is the plain one-sequence forward.
 
-The cache grows in place (:class:`GrowingLayer`: spare capacity, doubled when full), so an append
-copies only the new slots, not the whole cache. Dead slots still cost every later forward (they are
-attended in full), and an LM helper that continues one row at a time leaves many: each call pads the 31 other rows. When
-dead slots outnumber :attr:`BatchedLM.compact_slack` plus the longest row, the cache is compacted:
-each row's live slots are gathered, in order, into a left-padded cache as wide as the longest row.
-Keys carry their rotary positions, so moving them changes no logit. Rows whose new ids differ much in
-length are read by separate forwards (:func:`width_groups`), so that one row's long backlog does not
-pad every other row to its length.
+Rows whose new ids differ much in length are read by separate forwards (:func:`width_groups`), so
+that one row's long backlog does not pad every other row's new ids to its length.
 """
 
 from __future__ import annotations
@@ -27,6 +23,7 @@ import hashlib
 import inspect
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -121,87 +118,71 @@ def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[i
     return {int(i) for i in ids}
 
 
-class GrowingLayer(DynamicLayer):
-    """A KV-cache layer that appends into spare capacity instead of concatenating.
+@dataclass
+class _Step:
+    """Where one forward's new keys go: set by :class:`BatchedLM` before the forward, read by every layer."""
 
-    ``DynamicLayer`` concatenates on every update, copying the whole cache once per generated token;
-    here the keys and values live in buffers of ``capacity`` slots (doubled when full) and
-    :attr:`keys` / :attr:`values` are views of the filled part. Assigning them (compaction, a row
-    subset) replaces the buffers; assign both together (``layer.keys, layer.values = k, v``), since
-    the keys set the length. The views hold the same numbers as the concatenated tensors, and
-    attention reads each ``[slots, head_dim]`` matrix with the same layout, so logits do not change.
+    rows: torch.Tensor | None = None  # the rows in the forward's batch; None: all rows, in order
+    source: tuple[torch.Tensor, ...] = ()  # (batch index, column) of each live new id
+    target: tuple[torch.Tensor, ...] = ()  # (row, slot) its key and value are stored at
+    width: int = 0  # slots attended: the longest row of the batch after the forward
+    start: int | None = None  # every row's new ids fill slots start .. start + width - 1 (equal rows): a slice copy
+    past: int = 0  # cached length reported to the model: in a forward, its rows' length before it (used when all
+    # are equal); between forwards, the longest row's
+
+
+class RowCacheLayer(DynamicLayer):
+    """One layer's keys and values for ``n_rows`` rows, row ``r``'s tokens in its slots ``0 .. length - 1``.
+
+    :meth:`update` stores the forward's live new keys at the slots :class:`_Step` names and returns
+    the first ``step.width`` slots of the batch's rows (a view when the batch is every row, a gathered
+    copy otherwise). The buffer starts zeroed and grows by half (zero-filled), so every slot a query
+    can see holds finite numbers; a slot past a row's length is masked from its queries.
     """
 
-    def __init__(self) -> None:
-        self._buffers: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-        self._length = 0
+    def __init__(self, n_rows: int, step: _Step) -> None:
         super().__init__()
-
-    def _view(self, buffer: torch.Tensor | None) -> torch.Tensor | None:
-        return buffer[:, :, : self._length] if buffer is not None and buffer.dim() == 4 else buffer
-
-    @property
-    def keys(self) -> torch.Tensor | None:
-        return self._view(self._buffers[0])
-
-    @keys.setter
-    def keys(self, tensor: torch.Tensor | None) -> None:
-        self._buffers = (tensor, self._buffers[1])
-        self._length = tensor.shape[2] if tensor is not None and tensor.dim() == 4 else 0
-
-    @property
-    def values(self) -> torch.Tensor | None:
-        return self._view(self._buffers[1])
-
-    @values.setter
-    def values(self, tensor: torch.Tensor | None) -> None:
-        self._buffers = (self._buffers[0], tensor)
+        self.n_rows, self.step = n_rows, step
+        self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self._length + key_states.shape[2]
-        if self._buffers[0].dim() != 4:  # nothing stored yet (lazy initialisation leaves empty 1-D tensors)
-            self.load(key_states[:, :, :0], value_states[:, :, :0], max(end, 16))
-        elif end > self._buffers[0].shape[2]:
-            self.load(self.keys, self.values, max(end, 2 * self._length) - self._length)
-        keys, values = self._buffers
-        keys[:, :, self._length : end] = key_states
-        values[:, :, self._length : end] = value_states
-        self._length = end
-        return self.keys, self.values
+        step = self.step
+        capacity = 0 if self.buffers is None else self.buffers[0].shape[2]
+        if step.width > capacity:
+            self._grow(key_states, value_states, max(step.width, capacity * 3 // 2, 16))
+        attended = []
+        for buffer, new in zip(self.buffers, (key_states, value_states)):
+            if step.start is not None:
+                buffer[:, :, step.start : step.start + new.shape[2]] = new
+            else:
+                buffer[step.target[0], :, step.target[1]] = new[step.source[0], :, step.source[1]]
+            filled = buffer[:, :, : step.width]
+            attended.append(filled if step.rows is None else filled.index_select(0, step.rows))
+        return attended[0], attended[1]
 
-    def load(self, keys: torch.Tensor, values: torch.Tensor, spare: int) -> None:
-        """Hold a copy of ``keys`` and ``values`` with room for ``spare`` more slots."""
-        buffers = []
-        for tensor in (keys, values):
-            buffer = tensor.new_empty((*tensor.shape[:2], tensor.shape[2] + spare, tensor.shape[3]))
-            buffer[:, :, : tensor.shape[2]] = tensor
-            buffers.append(buffer)
-        self._buffers, self._length = tuple(buffers), keys.shape[2]
-        self.device, self.is_initialized = keys.device, True
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, capacity: int) -> None:
+        grown = []
+        for i, new in enumerate((key_states, value_states)):
+            buffer = new.new_zeros((self.n_rows, new.shape[1], capacity, new.shape[3]))
+            if self.buffers is not None:
+                buffer[:, :, : self.buffers[i].shape[2]] = self.buffers[i]
+            grown.append(buffer)
+        self.buffers = (grown[0], grown[1])
+        self.device, self.is_initialized = key_states.device, True
 
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative count of slots to remove, got {tokens_to_remove}")
-        if self.is_initialized:
-            self._length = max(0, self._length + tokens_to_remove)
+    def get_seq_length(self) -> int:
+        return self.step.past
 
-
-def growing_cache(model: PreTrainedModel) -> DynamicCache:
-    """A ``DynamicCache`` for ``model`` whose plain layers are :class:`GrowingLayer` (sliding-window
-    layers, if any, keep their own class)."""
-    cache = DynamicCache(config=model.config)
-    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.step.past + query_length, 0
 
 
 def width_groups(widths: Sequence[int], forward_cost_tokens: float) -> list[list[int]]:
     """Split rows that read ``widths[i]`` new ids each into groups read by separate forwards.
 
     One forward pads every row to the longest: a row with a long backlog (an LM helper's first call
-    after 80 SLM tokens) beside rows that read one token makes the batch read mostly padding, and
-    leaves as many dead slots in every row's cache. A forward costs about ``forward_cost_tokens +
+    after 80 SLM tokens) beside rows that read one token makes the batch read mostly padding. A
+    forward costs about ``forward_cost_tokens +
     rows x width`` token slots. Its fixed cost, measured at the ``cpu`` sizes on a 2-core CPU, is
     2.5-3 ms: the work of 40-55 token slots of the helper and about 150 of the SLM, so
     :attr:`BatchedLM.forward_cost_tokens` (128) splits only where padding clearly dominates (a GPU's
@@ -210,17 +191,19 @@ def width_groups(widths: Sequence[int], forward_cost_tokens: float) -> list[list
     lists of indices into ``widths``, widest first.
     """
     order = sorted(range(len(widths)), key=lambda i: -widths[i])
-    n = len(order)
-    best = [0.0] + [math.inf] * n  # best[j]: least cost of reading the j widest rows
-    cut = [0] * (n + 1)
-    for end in range(1, n + 1):
+    # Rows of equal width belong together (moving one into its equal's group never costs more), so
+    # the cuts fall between distinct widths: few, where rows are many.
+    starts = [i for i in range(len(order)) if i == 0 or widths[order[i]] != widths[order[i - 1]]] + [len(order)]
+    best = [0.0] + [math.inf] * (len(starts) - 1)  # best[j]: least cost of reading the rows before starts[j]
+    cut = [0] * len(starts)
+    for end in range(1, len(starts)):
         for start in range(end):
-            cost = best[start] + forward_cost_tokens + (end - start) * widths[order[start]]
+            cost = best[start] + forward_cost_tokens + (starts[end] - starts[start]) * widths[order[starts[start]]]
             if cost < best[end]:
                 best[end], cut[end] = cost, start
-    groups, end = [], n
+    groups, end = [], len(starts) - 1
     while end:
-        groups.append(order[cut[end]:end])
+        groups.append(order[starts[cut[end]]:starts[end]])
         end = cut[end]
     return groups[::-1]
 
@@ -229,11 +212,11 @@ class BatchedLM:
     """``n_rows`` token sequences decoded together by ``model``; :meth:`extend` returns next-token logits.
 
     ``ids[row]`` is what the model has read for that row, in order. With ``kv_cache=True`` only the
-    new ids are encoded (one forward for all rows); with ``kv_cache=False`` every row that received
-    ids is re-encoded in full (the naive reference), and rows that received none are skipped.
+    new ids are encoded (:class:`RowCacheLayer` holds each row's keys); with ``kv_cache=False`` every
+    row that received ids is re-encoded in full (the naive reference), and rows that received none
+    are skipped.
     """
 
-    compact_slack = 64  # dead slots tolerated beyond the longest row before the cache is compacted
     forward_cost_tokens = 128  # a forward's fixed cost in padded token slots (see width_groups)
 
     def __init__(self, model: PreTrainedModel, n_rows: int, *, kv_cache: bool = True) -> None:
@@ -242,170 +225,99 @@ class BatchedLM:
         self.model = model
         self.device = model.device
         self.n_rows = n_rows
-        self.cache = growing_cache(model) if kv_cache else None
-        self.sub_cache: DynamicCache | None = None  # see _rows_cache
+        self.step = _Step()
+        self.cache = self._row_cache() if kv_cache else None
         self.cache_kwarg = cache_argument(model)
         self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
         self.ids: list[list[int]] = [[] for _ in range(n_rows)]
-        self.slots: list[list[int]] = [[] for _ in range(n_rows)]  # cache slot of each id (kv_cache only)
-        self.live = torch.zeros((n_rows, 0), dtype=torch.long)  # 1 where a cache slot holds a row's token
+
+    def _row_cache(self) -> DynamicCache:
+        cache = DynamicCache(config=self.model.config)
+        if any(type(layer) is not DynamicLayer for layer in cache.layers):
+            kinds = sorted({type(layer).__name__ for layer in cache.layers})
+            raise ValueError(f"{type(self.model).__name__} has cache layers {kinds}: batched decoding with a KV cache "
+                             "supports full-attention layers only (DynamicLayer); decode it with kv_cache=False")
+        cache.layers = [RowCacheLayer(self.n_rows, self.step) for _ in cache.layers]
+        return cache
 
     def forget(self, row: int, keep: int) -> None:
         """Keep the first ``keep`` ids of ``row``: the later ones are no longer seen by its next tokens."""
-        if self.cache is not None:
-            self.live[row, self.slots[row][keep:]] = 0
-            del self.slots[row][keep:]
-            self._drop_dead_tail()
         del self.ids[row][keep:]
-
-    def _drop_dead_tail(self) -> None:
-        """Remove trailing slots that no row uses (after a single row forgets, nothing dead remains)."""
-        used = self.live.any(dim=0).nonzero()
-        end = int(used.max()) + 1 if len(used) else 0
-        excess = self.live.shape[1] - end
-        if excess > 0:
-            self.cache.crop(-excess)
-            self.live = self.live[:, :end]
-
-    def _compact(self) -> None:
-        """Gather each row's live slots into a left-padded cache as wide as the longest row, when the
-        dead slots exceed :attr:`compact_slack` beyond that width. A padding slot copies a live key
-        (any finite key will do: it is masked from every query), so no NaN enters the cache."""
-        width = max(len(slots) for slots in self.slots)
-        if self.live.shape[1] <= width + self.compact_slack or not self.cache.get_seq_length():
-            return
-        index = torch.zeros((self.n_rows, width), dtype=torch.long)
-        self.live = torch.zeros((self.n_rows, width), dtype=torch.long)
-        for row, slots in enumerate(self.slots):
-            start = width - len(slots)
-            if slots:
-                index[row, start:] = torch.tensor(slots, dtype=torch.long)
-                index[row, :start] = slots[0]
-            self.live[row, start:] = 1
-            self.slots[row] = list(range(start, width))
-        rows = torch.arange(self.n_rows)[:, None]
-        for layer in self.cache.layers:  # [rows, heads, slots, dim] -> the same with the gathered slots
-            layer.keys, layer.values = [cached.transpose(1, 2)[rows, index].transpose(1, 2).contiguous()
-                                        for cached in (layer.keys, layer.values)]
+        self.step.past = max(map(len, self.ids))
 
     def extend(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """Read ``new_ids[row]`` for every row (possibly none); float logits ``[n_rows, vocab]`` after
-        each row's last id (meaningless for rows that received none).
-
-        When most rows receive none (an LM helper continues the few rows that call), only the rows
-        that move run the model: their cache rows are gathered into a smaller batch and the new slots
-        are written back, so the work follows the rows that move, not the batch size.
-        """
+        each row's last id (meaningless for rows that received none)."""
         if len(new_ids) != self.n_rows:
             raise ValueError(f"need new ids for each of the {self.n_rows} rows, got {len(new_ids)}")
-        if self.cache is None:
-            return self._extend_uncached(new_ids)
         moving = [row for row, ids in enumerate(new_ids) if ids]
         if not moving:
             raise ValueError("extend needs new ids for at least one row")
+        if self.cache is None:
+            for row in moving:
+                self.ids[row].extend(new_ids[row])
+            return self._scatter(moving, moving, self._forward(moving, [[]] * len(moving), [self.ids[row] for row in moving], cached=False))
         groups = width_groups([len(new_ids[row]) for row in moving], self.forward_cost_tokens)
-        if len(groups) == 1:
-            return self._extend_rows(new_ids, moving)
         out = None
         for group in groups:  # rows are independent: reading them in turn gives each the same logits
-            rows = [moving[i] for i in group]
-            logits = self._extend_rows([new_ids[row] if row in rows else [] for row in range(self.n_rows)], rows)
-            if out is None:
-                out = logits
-            else:
-                out[rows] = logits[rows]
+            rows = sorted(moving[i] for i in group)
+            # A gathered batch costs a copy of its rows' cache: worth it only when most rows are idle
+            # (an LM helper's callers; the SLM's last rows after the others ended).
+            batch = list(range(self.n_rows)) if len(rows) > self.n_rows // 2 else rows
+            logits = self._forward(batch, [self.ids[row] for row in batch], [new_ids[row] for row in batch], cached=True)
+            for row in rows:
+                self.ids[row].extend(new_ids[row])
+            out = logits if len(groups) == 1 and len(batch) == self.n_rows else self._scatter(rows, batch, logits, out)
+        self.step.past = max(map(len, self.ids))
         return out
 
-    def _extend_rows(self, new_ids: Sequence[Sequence[int]], moving: list[int]) -> torch.Tensor:
-        """:meth:`extend` in one forward; ``moving`` are the rows with new ids."""
-        width = max(len(new_ids[row]) for row in moving)
-        self._compact()
-        past = self.live.shape[1]
-        # A smaller batch costs a copy of the moving rows' cache and a write-back: worth it only when
-        # most rows are idle (an LM helper's callers; the SLM's last rows after the others ended).
-        everyone = len(moving) > self.n_rows // 2
-        batch = list(range(self.n_rows)) if everyone else moving
-        inputs = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        step_live = torch.zeros((self.n_rows, width), dtype=torch.long)
-        positions = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, row in enumerate(batch):
-            ids = new_ids[row]
-            if not ids:
-                continue
-            start = width - len(ids)  # left padding: every row's last id sits in the last column
-            inputs[i, start:] = torch.tensor(ids, dtype=torch.long)
-            step_live[row, start:] = 1
-            positions[i, start:] = torch.arange(len(self.ids[row]), len(self.ids[row]) + len(ids))
-            self.slots[row].extend(range(past + start, past + width))
-            self.ids[row].extend(ids)
-        self.live = torch.cat([self.live, step_live], dim=1)
-        cache = self.cache if everyone else self._rows_cache(moving, width)
-        live = self.live if everyone else self.live[moving]
-        kwargs = {self.cache_kwarg: cache, "use_cache": True}
-        if not bool(live.all()):  # all slots live: positions are the slot indices, no mask needed
-            kwargs.update(attention_mask=self._mask(live, past), position_ids=positions.to(self.device))
-        logits = self.model(input_ids=inputs.to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
-        if everyone:
-            return logits
-        self._write_back(cache, moving, past)
-        out = torch.zeros((self.n_rows, logits.shape[-1]), dtype=logits.dtype, device=logits.device)
-        out[moving] = logits
+    def _scatter(self, rows: list[int], batch: list[int], logits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out`` (``[n_rows, vocab]``, zeros when None) with ``rows``' logits taken from ``logits`` of ``batch``."""
+        out = logits.new_zeros((self.n_rows, logits.shape[-1])) if out is None else out
+        out[rows] = logits if rows == batch else logits[rows]  # a batch other than rows is every row
         return out
 
-    def _rows_cache(self, rows: list[int], spare: int) -> DynamicCache:
-        """A cache holding only ``rows`` of this one (a copy, with room for ``spare`` new slots), for a
-        forward of those rows alone. One cache object serves every such forward (building a
-        ``DynamicCache`` costs more than a small model's step)."""
-        if self.sub_cache is None:
-            self.sub_cache = growing_cache(self.model)
-        if not self.cache.get_seq_length():
-            for layer in self.sub_cache.layers:
-                layer.reset()
-            return self.sub_cache
-        index = torch.tensor(rows, device=self.device)
-        for mine, layer in zip(self.sub_cache.layers, self.cache.layers):
-            mine.load(layer.keys[index], layer.values[index], spare)
-        return self.sub_cache
+    def _forward(self, batch: list[int], past: Sequence[Sequence[int]], new: Sequence[Sequence[int]], *, cached: bool) -> torch.Tensor:
+        """Logits after each of ``batch``'s rows read ``new[i]`` after ``past[i]`` (cached: the keys of
+        ``past`` are in :attr:`cache`; else ``past`` is empty and ``new`` is the whole row).
 
-    def _write_back(self, sub: DynamicCache, rows: list[int], past: int) -> None:
-        """Append the slots ``sub`` gained after ``past`` to this cache: ``rows`` get them, the other
-        rows get dead zero slots (finite, and masked from every query)."""
-        index = torch.tensor(rows, device=self.device)
-        for full, part in zip(self.cache.layers, sub.layers):
-            slabs = []
-            for theirs in (part.keys, part.values):
-                slab = theirs.new_zeros((self.n_rows, theirs.shape[1], theirs.shape[2] - past, theirs.shape[3]))
-                slab[index] = theirs[:, :, past:]
-                slabs.append(slab)
-            full.update(*slabs)
+        The index work is NumPy (a small op costs ~1 µs there, ~10 µs in torch: it matters next to a
+        1-row forward of a few ms). When every row of the batch has the same length and reads as many
+        ids (one row; the SLM's first step), the model's own causal mask and positions apply."""
+        width = max(map(len, new))
+        lengths = np.fromiter(map(len, past), dtype=np.int64, count=len(batch))
+        counts = np.fromiter(map(len, new), dtype=np.int64, count=len(batch))
+        inputs = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        for i, ids in enumerate(new):
+            if ids:  # left padding: every row's last id sits in the last column
+                inputs[i, width - len(ids):] = ids
+        uniform = bool((counts == width).all() and (lengths == lengths[0]).all())
+        slots = None
+        if not uniform:  # the slot each query's key is stored at (a padding query: 0)
+            dead = np.arange(width)[None, :] < (width - counts)[:, None]
+            slots = np.where(dead, 0, lengths[:, None] + np.arange(width)[None, :] - (width - counts)[:, None])
+        kwargs: dict = {"use_cache": cached}
+        if cached:
+            step = self.step
+            step.rows = None if len(batch) == self.n_rows else torch.from_numpy(np.asarray(batch)).to(self.device)
+            step.width, step.past = int((lengths + counts).max()), int(lengths.max())
+            step.start = int(lengths[0]) if uniform and step.rows is None else None
+            if step.start is None:
+                source = np.nonzero(~dead) if slots is not None else np.nonzero(np.ones((len(batch), width), dtype=bool))
+                target_slots = slots[source] if slots is not None else lengths[source[0]] + source[1]
+                step.source = tuple(torch.from_numpy(index).to(self.device) for index in source)
+                step.target = tuple(torch.from_numpy(index).to(self.device)
+                                    for index in (np.asarray(batch)[source[0]], target_slots))
+            kwargs[self.cache_kwarg] = self.cache
+        if slots is not None:
+            kwargs.update(attention_mask=self._mask(slots, int((lengths + counts).max())),
+                          position_ids=torch.from_numpy(slots).to(self.device))
+        return self.model(input_ids=torch.from_numpy(inputs).to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
 
-    def _mask(self, live: torch.Tensor, past: int) -> torch.Tensor:
-        """Additive 4D mask ``[rows, 1, new, slots]``: a query at slot ``past + i`` sees the live slots up
-        to itself, and always itself (so a dead query sees its own slot instead of nothing)."""
-        slots = torch.arange(live.shape[1])
-        query = past + torch.arange(live.shape[1] - past)
-        allowed = (live.bool()[:, None, :] & (slots[None, :] <= query[:, None])[None]) | (slots[None, :] == query[:, None])[None]
+    def _mask(self, slots: np.ndarray, attended: int) -> torch.Tensor:
+        """Additive 4D mask ``[rows, 1, new, attended]``: the query stored at slot ``s`` of its row sees
+        the row's slots ``0 .. s``; a padding query sees slot 0 only."""
+        allowed = torch.from_numpy(np.arange(attended)[None, None, :] <= slots[:, :, None])
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         return mask[:, None].to(self.device)
-
-    def _extend_uncached(self, new_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-        rows = [row for row, ids in enumerate(new_ids) if ids]
-        for row in rows:
-            self.ids[row].extend(new_ids[row])
-        width = max(len(self.ids[row]) for row in rows)
-        inputs = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        live = torch.zeros((len(rows), width), dtype=torch.long)
-        positions = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(self.ids[row])
-            inputs[i, width - n:] = torch.tensor(self.ids[row], dtype=torch.long)
-            live[i, width - n:] = 1
-            positions[i, width - n:] = torch.arange(n)
-        kwargs: dict = {"use_cache": False}
-        if not bool(live.all()):
-            kwargs.update(attention_mask=self._mask(live, 0), position_ids=positions.to(self.device))
-        logits = self.model(input_ids=inputs.to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
-        out = torch.zeros((self.n_rows, logits.shape[-1]), dtype=logits.dtype, device=logits.device)
-        out[rows] = logits
-        return out
