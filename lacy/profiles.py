@@ -335,7 +335,7 @@ PROFILES: dict[str, Profile] = {
         helper_train=TrainConfig(batch_size=8, max_steps=6, warmup_steps=2, val_every=3, val_batches=2, log_every=1, ckpt_every=3),
     ),
     # eval.batch_size: 128 rows decode together on the CPU. Measured on the 2-core machine (a 172K LaCy SLM with the
-    # LM helper, 240 subjects, budget policy): 6.5 s at 32, 5.0 at 64, 4.8 at 128, the same precision and recall.
+    # LM helper, 240 subjects, budget policy; per-row KV cache): 5.0 s at 32, 3.8 at 64, 3.5 at 128, identical generations.
     "cpu": Profile(name="cpu", eval=EvalConfig(batch_size=128)),
     # One T4 on Colab (65 TFLOP/s fp16, no bf16: precision=auto picks 16-mixed): every chapter within an
     # hour and the book within four (`lacy plan --profile colab` computes it from FLOPs).
