@@ -17,6 +17,7 @@ from lacy.data.annotate import (
     NOT_A_FACT,
     FactAnnotator,
     FactRules,
+    RulerPos,
     SpacyModelNotInstalled,
     align_gold,
     align_spans_to_tokens,
@@ -112,11 +113,61 @@ def test_unknown_entity_label_is_refused_with_the_model_labels():
 
 def test_only_the_components_the_rules_read_run(annotator_for):
     default = annotator_for()
-    assert default.components == ["tok2vec", "tagger", "attribute_ruler", "ner"]
+    assert default.components == ["tok2vec", "tagger", "lacy_ruler_pos", "ner"]  # RulerPos for the attribute_ruler
     assert annotator_for(HEURISTICS_ONLY).components == ["senter"]
     config = default.config_dict()
     assert json.loads(json.dumps(config)) == config
     assert config["rules"] == FactRules().to_dict() and config["model_version"] and config["spacy_version"]
+
+
+TRICKY = (
+    "I found something that works, but whom did you see? There is a dog.  Two  spaces\n\nand tabs\t here.",
+    "Whatever happens, nobody knows anything; that which is, is. 'Tis 1,000 or ten o'clock, sir! I'm not, aren't we?",
+)
+
+
+def test_ruler_pos_gives_the_attribute_rulers_tags_and_the_same_spans(annotator_for):
+    fast = annotator_for()
+    ruler = FactAnnotator()  # the same rules with spaCy's attribute_ruler running
+    ruler.nlp.disable_pipe("lacy_ruler_pos")
+    ruler.nlp.enable_pipe("attribute_ruler")
+    assert "attribute_ruler" not in fast.components and "attribute_ruler" in ruler.components
+    for text in TRICKY:
+        assert [t.pos_ for t in fast.nlp(text)] == [t.pos_ for t in ruler.nlp(text)]
+    assert fast.annotate(list(TRICKY) + [ADA]) == ruler.annotate(list(TRICKY) + [ADA])
+    assert fast.config_dict() != ruler.config_dict()
+
+
+def _tagged(nlp, words: list[str], tags: list[str], spaces: list[bool] | None = None):
+    from spacy.tokens import Doc
+
+    return Doc(nlp.vocab, words=words, spaces=spaces, tags=tags)
+
+
+def test_ruler_pos_follows_the_rulers_precedence_on_longer_patterns():
+    import spacy
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("attribute_ruler")
+    ruler.add([[{"TAG": "NN"}]], {"POS": "NOUN"})
+    ruler.add([[{"TAG": "VBZ"}]], {"POS": "VERB"})
+    ruler.add([[{"LOWER": "there"}, {"LOWER": {"IN": ["is", "was"]}}]], {"POS": "AUX"}, index=-1)  # overrides VERB
+    ruler.add([[{"TAG": "NN", "LOWER": {"NOT_IN": ["dog"]}}]], {"POS": "PROPN"})  # overrides NOUN but for "dog"
+    ruler.add([[{"TAG": "VBZ"}, {"IS_SPACE": True}]], {"POS": "SCONJ"})  # later than the 2-token AUX: wins
+    ruler.add([[{"TAG": "NN"}]], {"LEMMA": "thing"})  # sets no POS: ignored
+    ruler.add([[{"TAG": "NN"}, {"TAG": "NN"}]], {"POS": "X"}, index=0)
+    ruler_pos = RulerPos.from_ruler(ruler)
+    words = ["there", "is", "a", "dog", "there", "is", " ", "cat", "dog", "cat"]
+    tags = ["EX", "VBZ", "DT", "NN", "EX", "VBZ", "_SP", "NN", "NN", "NN"]
+    doc = _tagged(nlp, words, tags, [True, True, True, False, True, False, False, True, True, False])
+    got = ruler_pos.pos(doc.to_array(list(RulerPos.COLUMNS)))
+    ruler(doc)
+    np.testing.assert_array_equal(got, doc.to_array("POS").astype(np.int64))
+    assert [t.pos_ for t in doc] == ["", "AUX", "", "NOUN", "", "SCONJ", "", "X", "X", "PROPN"]
+
+    unsupported = spacy.blank("en").add_pipe("attribute_ruler")
+    unsupported.add([[{"TAG": "NN", "OP": "+"}]], {"POS": "NOUN"})
+    assert RulerPos.from_ruler(unsupported) is None
 
 
 def test_known_sentence_flags_names_places_and_dates(annotator_for):

@@ -96,9 +96,14 @@ def _models(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, max_
     return slm, helper
 
 
-def _warmup(slm, tokenizer, prompts: list[str], options: dict) -> np.ndarray:
-    """The SLM's own P(<CALL>) on the prompts: the budget policy's warm start."""
+def _warmup(slm, tokenizer, n_prompts: int, options: dict) -> np.ndarray:
+    """The SLM's own P(<CALL>) on ``n_prompts`` prompts: the budget policy's warm start.
+
+    The prompts are disjoint from the timed ones: a timed decision whose P(<CALL>) equals a warm-up
+    value sits exactly on the budget's threshold, where the last bit of float noise between the naive
+    and the cached forward (which differs between CPUs) would decide whether it calls."""
     alone = CascadeDecoder(slm, tokenizer, None, ThresholdPolicy(float("inf")), **options)
+    prompts = [f"Person {i} worked in {_CITIES[i % 8]} and" for i in range(1000, 1000 + n_prompts)]
     return np.concatenate([g.p_call for g in alone.generate_many(prompts)])
 
 
@@ -108,7 +113,7 @@ def cascade_speed(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer
     prompts = [f"Person {i} was born in" for i in range(n_prompts)]
     slm, helper = _models(slm_config, helper_config, tokenizer, 64 + 2 * new_tokens, seed, device)
     options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
-    warmup = _warmup(slm, tokenizer, prompts, options)
+    warmup = _warmup(slm, tokenizer, n_prompts, options)
     cached_decoder = CascadeDecoder(slm, tokenizer, helper, BudgetPolicy(CALL_RATE, warmup), **options)
     best: dict[str, list[float]] = {key: [] for key in ("cached", "naive", "slm", "helper")}
     generations: list[Generation] = []
@@ -166,7 +171,7 @@ def batched_speed(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer
     prompts = [f"Person {i} was born in {_CITIES[i % 8]}" if i % 2 else f"Person {i} studied" for i in range(n_prompts)]
     slm, helper = _models(slm_config, helper_config, tokenizer, 64 + 2 * new_tokens, seed, device)
     options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
-    policy = BudgetPolicy(CALL_RATE, _warmup(slm, tokenizer, prompts[:4], options))
+    policy = BudgetPolicy(CALL_RATE, _warmup(slm, tokenizer, 4, options))
     seconds: dict[int, list[float]] = {1: [], batch_size: []}
     outputs = {}
     for _ in range(repeats):

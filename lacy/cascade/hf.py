@@ -24,6 +24,7 @@ import inspect
 import json
 import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -287,31 +288,25 @@ class BatchedLM:
         width = max(map(len, new))
         lengths = np.fromiter(map(len, past), dtype=np.int64, count=len(batch))
         counts = np.fromiter(map(len, new), dtype=np.int64, count=len(batch))
+        dead = np.arange(width)[None, :] < (width - counts)[:, None]  # left padding: last ids in the last column
+        slots = np.where(dead, 0, lengths[:, None] + np.arange(width)[None, :] - (width - counts)[:, None])
         inputs = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        for i, ids in enumerate(new):
-            if ids:  # left padding: every row's last id sits in the last column
-                inputs[i, width - len(ids):] = ids
+        inputs[~dead] = np.fromiter(chain.from_iterable(new), dtype=np.int64, count=int(counts.sum()))
+        attended = int((lengths + counts).max())
         uniform = bool((counts == width).all() and (lengths == lengths[0]).all())
-        slots = None
-        if not uniform:  # the slot each query's key is stored at (a padding query: 0)
-            dead = np.arange(width)[None, :] < (width - counts)[:, None]
-            slots = np.where(dead, 0, lengths[:, None] + np.arange(width)[None, :] - (width - counts)[:, None])
         kwargs: dict = {"use_cache": cached}
         if cached:
             step = self.step
             step.rows = None if len(batch) == self.n_rows else torch.from_numpy(np.asarray(batch)).to(self.device)
-            step.width, step.past = int((lengths + counts).max()), int(lengths.max())
+            step.width, step.past = attended, int(lengths.max())
             step.start = int(lengths[0]) if uniform and step.rows is None else None
-            if step.start is None:
-                source = np.nonzero(~dead) if slots is not None else np.nonzero(np.ones((len(batch), width), dtype=bool))
-                target_slots = slots[source] if slots is not None else lengths[source[0]] + source[1]
+            if step.start is None:  # the slot each live query's key is stored at
+                source = np.nonzero(~dead)
                 step.source = tuple(torch.from_numpy(index).to(self.device) for index in source)
-                step.target = tuple(torch.from_numpy(index).to(self.device)
-                                    for index in (np.asarray(batch)[source[0]], target_slots))
+                step.target = tuple(torch.from_numpy(index).to(self.device) for index in (np.asarray(batch)[source[0]], slots[source]))
             kwargs[self.cache_kwarg] = self.cache
-        if slots is not None:
-            kwargs.update(attention_mask=self._mask(slots, int((lengths + counts).max())),
-                          position_ids=torch.from_numpy(slots).to(self.device))
+        if not uniform:  # a padding query attends to slot 0 only
+            kwargs.update(attention_mask=self._mask(slots, attended), position_ids=torch.from_numpy(slots).to(self.device))
         return self.model(input_ids=torch.from_numpy(inputs).to(self.device), logits_to_keep=1, **kwargs).logits[:, -1].float()
 
     def _mask(self, slots: np.ndarray, attended: int) -> torch.Tensor:

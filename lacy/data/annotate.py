@@ -111,12 +111,135 @@ class FactRules:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
+class RulerPos:
+    """The POS tags an ``attribute_ruler`` would set, computed from its patterns without running it.
+
+    spaCy's ruler matches its patterns (mostly the tagger's fine tag -> universal POS map, plus
+    word-specific exceptions) with the Matcher, tests set-valued patterns in Python for every token and
+    also writes MORPH and LEMMA, which no fact rule reads: about a fifth of annotation time. Here the
+    POS-setting patterns are applied with the ruler's own semantics: patterns match the tokens as the
+    tagger left them, and among the patterns that set a token's POS the one added last wins. One-token
+    patterns are resolved once per distinct tuple of :attr:`COLUMNS` values; longer ones are matched with
+    NumPy. :meth:`from_ruler` returns None for a ruler whose patterns read anything else (operators,
+    regexes, other attributes); the ruler itself must run then.
+
+    In a pipeline it is the component ``lacy_ruler_pos``, built from the pipeline's own ruler: it writes
+    the POS tags into the doc, so every reader of ``token.pos_`` sees what the ruler would have set.
+    """
+
+    COLUMNS = ("TAG", "LOWER", "DEP", "IS_SPACE")  # the token attributes patterns may test, as Doc.to_array names them
+
+    def __init__(self, rules: list[tuple[int, tuple[dict[int, tuple[str, Any]], ...], int, int]]) -> None:
+        """``rules``: ``(precedence, token tests, index, POS id)``; a token test maps a column to
+        ``("==", value)``, ``("in", values)`` or ``("not_in", values)``."""
+        self._single = [(order, tests[0], pos) for order, tests, index, pos in rules if len(tests) == 1]
+        self._longer = [rule for rule in rules if len(rule[1]) > 1]
+        self._outcome: dict[tuple[int, ...], tuple[int, int]] = {}  # column values -> (precedence, POS id)
+        self._for_tag: dict[int, list] = {}  # tag -> the one-token rules it passes, last added first
+
+    @classmethod
+    def from_ruler(cls, ruler: Any) -> RulerPos | None:
+        """The rules of ``ruler``'s POS-setting patterns, or None if one tests something not supported."""
+        strings = ruler.vocab.strings
+        rules = []
+        for order, entry in enumerate(ruler.patterns):
+            if "POS" not in entry["attrs"]:
+                continue
+            for pattern in entry["patterns"]:
+                tests = tuple(cls._token_tests(token, strings) for token in pattern)
+                if any(test is None for test in tests) or not -len(tests) <= entry["index"] < len(tests):
+                    return None
+                rules.append((order, tests, entry["index"] % len(tests), UPOS_IDS[entry["attrs"]["POS"]]))
+        return cls(rules)
+
+    @classmethod
+    def _token_tests(cls, token: Mapping[str, Any], strings: Any) -> dict[int, tuple[str, Any]] | None:
+        def value(v: Any) -> int | None:
+            if isinstance(v, bool):
+                return int(v)
+            return strings.add(v) if isinstance(v, str) else v if isinstance(v, int) else None
+
+        tests: dict[int, tuple[str, Any]] = {}
+        for attr, spec in token.items():
+            if attr not in cls.COLUMNS:
+                return None
+            column = cls.COLUMNS.index(attr)
+            if isinstance(spec, dict):
+                if len(spec) != 1 or next(iter(spec)) not in ("IN", "NOT_IN"):
+                    return None
+                op, values = next(iter(spec.items()))
+                values = {value(v) for v in values}
+                if None in values:
+                    return None
+                tests[column] = (op.lower(), values)
+            elif value(spec) is None:
+                return None
+            else:
+                tests[column] = ("==", value(spec))
+        return tests
+
+    @staticmethod
+    def _passes(tests: dict[int, tuple[str, Any]], values: Sequence[int]) -> bool:
+        for column, (op, expected) in tests.items():
+            v = values[column]
+            if not (v == expected if op == "==" else (v in expected) == (op == "in")):
+                return False
+        return True
+
+    def _resolve(self, values: tuple[int, ...]) -> tuple[int, int]:
+        tag = values[0]
+        if tag not in self._for_tag:
+            self._for_tag[tag] = [rule for rule in reversed(self._single) if 0 not in rule[1] or self._passes({0: rule[1][0]}, values)]
+        for order, tests, pos in self._for_tag[tag]:
+            if self._passes(tests, values):
+                return order, pos
+        return -1, 0
+
+    def __call__(self, doc: Doc) -> Doc:
+        """Set the POS of ``doc``'s tokens (as a spaCy component)."""
+        if len(doc):
+            doc.from_array(["POS"], self.pos(doc.to_array(list(self.COLUMNS)))[:, None].astype(np.uint64))
+        return doc
+
+    def pos(self, table: np.ndarray) -> np.ndarray:
+        """Universal POS ids for the tokens of ``table`` (``Doc.to_array(RulerPos.COLUMNS)``)."""
+        outcome = self._outcome
+        keys = list(map(tuple, table.tolist()))
+        for key in set(keys).difference(outcome):
+            outcome[key] = self._resolve(key)
+        order, pos = np.array([outcome[key] for key in keys], dtype=np.int64).reshape(-1, 2).T
+        for rule_order, tests, index, rule_pos in self._longer:
+            n = len(table) - len(tests) + 1
+            if n <= 0:
+                continue
+            starts = np.ones(n, dtype=bool)
+            for offset, token_tests in enumerate(tests):
+                for column, (op, expected) in token_tests.items():
+                    values = table[offset : offset + n, column]
+                    starts &= values == expected if op == "==" else np.isin(values, list(expected)) == (op == "in")
+            targets = np.flatnonzero(starts) + index
+            targets = targets[order[targets] < rule_order]
+            order[targets], pos[targets] = rule_order, rule_pos
+        return pos
+
+
+@Language.factory("lacy_ruler_pos")
+def make_ruler_pos(nlp: Language, name: str) -> RulerPos:
+    """The ``lacy_ruler_pos`` component: :class:`RulerPos` of ``nlp``'s attribute_ruler."""
+    ruler_pos = RulerPos.from_ruler(nlp.get_pipe("attribute_ruler"))
+    if ruler_pos is None:
+        raise ValueError("this attribute_ruler's patterns test what RulerPos does not support; run the attribute_ruler itself")
+    return ruler_pos
+
+
 class FactAnnotator:
     """Annotate texts with fact spans using a spaCy pipeline trimmed to what ``rules`` need.
 
     Only the components the rules read are run: ner for entity labels; tagger + attribute_ruler for POS
     tags (plus the shared tok2vec they listen to; in ``en_core_web_sm`` the ner embeds text itself); the
-    senter for ``title_case_mid_sentence``. The parser and lemmatizer are never needed.
+    senter for ``title_case_mid_sentence``. The parser and lemmatizer are never needed. The
+    attribute_ruler is replaced by :class:`RulerPos` (component ``lacy_ruler_pos``) when its patterns
+    allow and no morphologizer runs: the same POS tags, without its MORPH and LEMMA writes.
     ``n_process``: spaCy worker processes (a number or ``"auto"``, see :func:`lacy.profiles.resolve_processes`);
     never more than there are batches of ``batch_size`` texts, and the spans do not depend on it.
     ``full_pipeline=True`` also runs every component the model enables by default (a baseline for
@@ -143,6 +266,10 @@ class FactAnnotator:
         keep = self._required_components()
         if full_pipeline:
             keep |= set(self.nlp.pipe_names)
+        if "attribute_ruler" in keep and not full_pipeline and "morphologizer" not in keep:
+            if RulerPos.from_ruler(self.nlp.get_pipe("attribute_ruler")) is not None:
+                self.nlp.add_pipe("lacy_ruler_pos", after="attribute_ruler")
+                keep = (keep - {"attribute_ruler"}) | {"lacy_ruler_pos"}
         for name in self.nlp.component_names:
             if name in keep:
                 self.nlp.enable_pipe(name)
