@@ -96,24 +96,33 @@ def _models(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, max_
     return slm, helper
 
 
-def _warmup(slm, tokenizer, n_prompts: int, options: dict) -> np.ndarray:
-    """The SLM's own P(<CALL>) on ``n_prompts`` prompts: the budget policy's warm start.
+def _warmup(slm, tokenizer, prompts: list[str], options: dict) -> np.ndarray:
+    """The SLM's own P(<CALL>) on ``prompts``: the budget policy's warm start.
 
-    The prompts are disjoint from the timed ones: a timed decision whose P(<CALL>) equals a warm-up
-    value sits exactly on the budget's threshold, where the last bit of float noise between the naive
-    and the cached forward (which differs between CPUs) would decide whether it calls."""
+    Callers pass prompts of the timed template for other subjects (:func:`_born_prompts`,
+    :func:`_mixed_prompts`): the same distribution of P(<CALL>), so the achieved call rate lands near
+    the budget, but never a timed prompt itself. A timed decision whose P(<CALL>) equals a warm-up value
+    sits exactly on the budget's threshold, where the last bit of float noise between the naive and the
+    cached forward (which differs between CPUs) would decide whether it calls."""
     alone = CascadeDecoder(slm, tokenizer, None, ThresholdPolicy(float("inf")), **options)
-    prompts = [f"Person {i} worked in {_CITIES[i % 8]} and" for i in range(1000, 1000 + n_prompts)]
     return np.concatenate([g.p_call for g in alone.generate_many(prompts)])
+
+
+def _born_prompts(subjects: range) -> list[str]:
+    return [f"Person {i} was born in" for i in subjects]
+
+
+def _mixed_prompts(subjects: range) -> list[str]:
+    return [f"Person {i} was born in {_CITIES[i % 8]}" if i % 2 else f"Person {i} studied" for i in subjects]
 
 
 def cascade_speed(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer, *, new_tokens: int, n_prompts: int,
                   repeats: int, seed: int = 0, device: str = "cpu") -> dict:
     """Naive vs cached cascade (one prompt at a time) and the cached one against the mixture bound."""
-    prompts = [f"Person {i} was born in" for i in range(n_prompts)]
+    prompts = _born_prompts(range(n_prompts))
     slm, helper = _models(slm_config, helper_config, tokenizer, 64 + 2 * new_tokens, seed, device)
     options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
-    warmup = _warmup(slm, tokenizer, n_prompts, options)
+    warmup = _warmup(slm, tokenizer, _born_prompts(range(n_prompts, 2 * n_prompts)), options)
     cached_decoder = CascadeDecoder(slm, tokenizer, helper, BudgetPolicy(CALL_RATE, warmup), **options)
     best: dict[str, list[float]] = {key: [] for key in ("cached", "naive", "slm", "helper")}
     generations: list[Generation] = []
@@ -168,10 +177,10 @@ def batched_speed(slm_config: ModelConfig, helper_config: ModelConfig, tokenizer
 
     Both are run ``repeats`` times, interleaved, and the fastest of each is kept, as in
     :func:`cascade_speed`: single runs of the same work differ by up to 40% on a shared 2-core machine."""
-    prompts = [f"Person {i} was born in {_CITIES[i % 8]}" if i % 2 else f"Person {i} studied" for i in range(n_prompts)]
+    prompts = _mixed_prompts(range(n_prompts))
     slm, helper = _models(slm_config, helper_config, tokenizer, 64 + 2 * new_tokens, seed, device)
     options = dict(max_new_tokens=new_tokens, handoff="token", temperature=SLM_TEMPERATURE, seed=seed, ignore_eos=True)
-    policy = BudgetPolicy(CALL_RATE, _warmup(slm, tokenizer, 4, options))
+    policy = BudgetPolicy(CALL_RATE, _warmup(slm, tokenizer, _mixed_prompts(range(n_prompts, n_prompts + 4)), options))
     seconds: dict[int, list[float]] = {1: [], batch_size: []}
     outputs = {}
     for _ in range(repeats):
