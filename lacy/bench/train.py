@@ -9,7 +9,7 @@ profile's SLM size:
   AdamW (no clipping, no schedule: strictly less work than lacy's step);
 - ``lacy``: :meth:`lacy.train.module.LacyLM.compute_loss` with the ``lacy`` rule on the default
   Llama model under the precision ``train.precision`` resolves to (bf16 autocast on CPUs with
-  native bf16), compiled when ``train.compile`` resolves to on (:mod:`lacy.train.compile`), then
+  native bf16), its model compiled when ``train.compile`` resolves to on (:mod:`lacy.train.compile`), then
   backward, gradient clipping, AdamW and the LR schedule, as Lightning runs it;
 - ``standard``: the same step with the ``standard`` rule (the cost of selection is the difference);
 - ``lacy_eager`` (only when compiling): the ``lacy`` step without compile, what compile buys.
@@ -19,9 +19,9 @@ order) so that drifts in machine load hit all of them alike. Compile time is not
 compiled step runs against an empty temporary Inductor cache (``compile_seconds_cold``: what the
 first run on a machine pays) and the second compiled model re-traces against the now-filled cache
 after ``torch._dynamo.reset()`` (``compile_seconds_warm``: what every later run pays at least).
-A new process pays more: loading Inductor and the cached kernels. Measured on the 2-core machine
-(bf16, ``cpu`` size): 1.2 s warm here, 5.7 s for the first step of a new process with a filled cache,
-46 s cold.
+A new process pays more: loading Inductor and the cached kernels. Measured on the 2-core Xeon
+(``cpu`` size, 2026-12-07): 0.9 s warm here, 4.1 s for the first step of a new process with a filled
+cache, 25-30 s cold in fp32 and 33-35 s in bf16.
 ``speedup_vs_naive`` is the time of the profile's ``train.max_steps`` naive steps over that of
 lacy's steps plus the cold compile; ``speedup_vs_naive_warm_cache`` adds the warm compile instead.
 ``mfu`` = model FLOPs/s (6 x parameters x tokens + attention) / the measured GEMM peak.

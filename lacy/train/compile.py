@@ -1,18 +1,21 @@
-"""``torch.compile`` for the training step: the model's forward and the CALL-aware loss as one graph.
+"""``torch.compile`` for the training step: the model's forward (and its backward) as one graph.
 
-At the SLM sizes of this project most of a CPU training step is element-wise work between small
-matmuls (RMSNorm, rotary embeddings, SwiGLU, the masked log-softmax of the loss), each a separate
-eager kernel that reads and writes whole activations. TorchInductor fuses them into a few C++ loops
-(forward and backward). The selection rules stay eager: they are cheap ``[B, T]`` work with
-data-dependent shapes.
+At the SLM sizes of this project much of a CPU training step is element-wise work between small
+matmuls (RMSNorm, rotary embeddings, SwiGLU), each a separate eager kernel that reads and writes whole
+activations. TorchInductor fuses them into a few C++ loops (forward and backward). The CALL-aware loss
+stays outside the graph: its hand-written chunked kernel (:mod:`lacy.train.objective`) beat Inductor's
+fusion of the same terms, 9.7 vs 20.7 ms (fp32) and 6.9 vs 12.3 ms (bf16) for forward + backward over
+``[16, 128, 2048]`` logits on a 2-core Xeon; with the loss out of the graph the compiled fp32 step of
+``lacy bench train`` went from 1.13 to 1.23x the naive step (bf16: no difference beyond run-to-run
+noise). The selection rules stay eager too: they are cheap ``[B, T]`` work with data-dependent shapes.
 
-Compiling costs tens of seconds; Inductor's FX-graph and AOTAutograd caches are kept on disk under
-the lacy cache root (``<cache>/inductor``), so a machine pays the full compile once and later runs
-only re-trace the model. ``train.compile``: ``on``, ``off``, or ``auto`` = on where it is known to
-win: GPU runs of at least ``AUTO_MIN_STEPS`` steps. On CPU ``auto`` stays eager: Inductor's C++
-compile took minutes on a loaded 2-core machine (10 min cold for a one-layer model at load average
-16), and its gain at the ``cpu`` size has not been shown there; ``lacy bench train --set
-train.compile=on`` measures it on any machine, compile time included.
+Compiling costs seconds to tens of seconds; Inductor's FX-graph and AOTAutograd caches are kept on
+disk under the lacy cache root (``<cache>/inductor``), so a machine pays the full compile once and
+later runs only re-trace the model. ``train.compile``: ``on``, ``off``, or ``auto`` = on where it is
+known to win: GPU runs of at least ``AUTO_MIN_STEPS`` steps. On CPU ``auto`` stays eager: Inductor's
+C++ compile took minutes on a loaded 2-core machine (10 min cold for a one-layer model at load
+average 16); ``lacy bench train --set train.compile=on`` measures what it buys on any machine,
+compile time included.
 """
 
 from __future__ import annotations
@@ -70,19 +73,21 @@ def compile_cache_dir(cache_root: str | Path | None = None) -> Path:
     return directory
 
 
-def eager_forward_terms(model: torch.nn.Module, call_id: int) -> ForwardTerms:
-    """``(input_ids, targets) -> (logits, terms)``: the model's forward and both per-token loss terms."""
+def forward_terms(model: torch.nn.Module, call_id: int, compile: bool = False) -> ForwardTerms:
+    """``(input_ids, targets) -> (logits, terms)``: the model's forward and both per-token loss terms.
 
-    def forward_terms(input_ids: Tensor, targets: Tensor) -> tuple[Tensor, TokenTerms]:
-        logits = model(input_ids=input_ids).logits
+    ``compile=True`` runs the model through ``torch.compile`` (static shapes: training batches are full;
+    another shape, such as a last partial batch, recompiles once); the loss terms stay eager (see the
+    module docstring).
+    """
+    def logits_of(input_ids: Tensor) -> Tensor:
+        return model(input_ids=input_ids).logits
+
+    if compile:
+        logits_of = torch.compile(logits_of, dynamic=False)
+
+    def terms(input_ids: Tensor, targets: Tensor) -> tuple[Tensor, TokenTerms]:
+        logits = logits_of(input_ids)
         return logits, token_terms(logits, targets, call_id)
 
-    return forward_terms
-
-
-def compiled_forward_terms(model: torch.nn.Module, call_id: int) -> ForwardTerms:
-    """:func:`eager_forward_terms` compiled by ``torch.compile`` (static shapes: training batches are full).
-
-    Other shapes (a validation batch, the last partial batch) recompile once each.
-    """
-    return torch.compile(eager_forward_terms(model, call_id), dynamic=False)
+    return terms

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from lacy.profiles import TrainConfig
-from lacy.train.compile import ForwardTerms, compiled_forward_terms, eager_forward_terms
+from lacy.train.compile import ForwardTerms, forward_terms
 from lacy.train.model import call_gate
 from lacy.train.objective import gate_logits_from, gate_loss_sum, masked_loss_sum, normalise_loss, token_losses
 from lacy.train.selection import Judge, Selection, get_method
@@ -61,7 +61,7 @@ class LacyLM(L.LightningModule):
     :data:`lacy.train.selection.JUDGES`); methods that need reference losses read ``ref_loss`` from the
     batches. ``seed`` drives stochastic rules (``random``), whose draw at each step depends only on
     (seed, global step, rank), so resumed and distributed runs stay reproducible. ``compile=True`` runs
-    the forward and the loss terms of training steps through ``torch.compile``
+    the model's forward of training steps through ``torch.compile``
     (:mod:`lacy.train.compile`); validation stays eager.
     """
 
@@ -149,7 +149,7 @@ class LacyLM(L.LightningModule):
     def compute_loss(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss of one batch and per-step statistics (local to this rank)."""
         if self._forward_terms is None:
-            self._forward_terms = (compiled_forward_terms if self.compile else eager_forward_terms)(self.model, self.call_id)
+            self._forward_terms = forward_terms(self.model, self.call_id, self.compile)
         logits, terms = self._forward_terms(batch["input_ids"], batch["targets"])
         current = terms.learn.detach()
         valid = batch["valid"]

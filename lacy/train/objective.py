@@ -121,31 +121,13 @@ class _CallAwareTerms(torch.autograd.Function):
         return flat_grad.view(logits.shape), None, None
 
 
-def _fusable_terms(logits: Tensor, targets: Tensor, call_id: int) -> TokenTerms:
-    """The same two terms as plain tensor operations, for ``torch.compile``.
-
-    Inductor fuses the masked log-sum-exp, the gathers and the softplus (and autograd's backward of
-    them) into a few loops over the logits, which beats the hand-written eager kernel above; eagerly
-    this form would materialise several ``[B, T, V]`` temporaries instead.
-    """
-    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    is_call = torch.arange(z.shape[-1], device=z.device) == call_id
-    lse_without_call = torch.logsumexp(z.masked_fill(is_call, float("-inf")), dim=-1)
-    learn = lse_without_call - z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    learn = learn.masked_fill(targets == call_id, float("inf"))  # <CALL> has probability 0 without itself
-    call = F.softplus(lse_without_call - z[..., call_id])
-    return TokenTerms(learn=learn, call=call)
-
-
 def token_terms(logits: Tensor, targets: Tensor, call_id: int) -> TokenTerms:
     """Both per-token terms of the CALL-aware objective from one pass over ``logits`` ``[B, T, V]``.
 
     Computed in at least float32 (bf16 autocast produces bf16 logits; float64 stays float64).
-    Differentiable with respect to ``logits`` (once: no double backward). Eagerly it runs the chunked
-    kernel with a hand-written backward; under ``torch.compile`` the plain form that Inductor fuses.
+    Differentiable with respect to ``logits`` (once: no double backward), by the chunked kernel with
+    a hand-written backward (:class:`_CallAwareTerms`).
     """
-    if torch.compiler.is_compiling():
-        return _fusable_terms(logits, targets, call_id)
     learn, call = _CallAwareTerms.apply(logits, targets, call_id)
     return TokenTerms(learn=learn, call=call)
 
