@@ -322,6 +322,23 @@ def test_bench_train_reports_rates_side_by_side():
     assert result["targets"] == targets("32-true") and result["steps"] == 2 and result["params"] > 0
 
 
+@pytest.mark.slow
+def test_bench_train_counts_every_compile_it_reports():
+    """Compiled: a cold compile, a warm re-trace in-process and a new process against the filled cache
+    (which must find the cache: cheaper than cold), each added to the profile's run of lacy steps."""
+    from lacy.bench.train import run
+
+    smoke = get_profile("smoke")
+    result = run(profile="smoke", steps=2, overrides={"train.precision": "32", "train.compile": "on"})
+    assert result["features"]["compile"] and result["lacy_eager_tokens_per_s"] > 0
+    assert 0 < result["compile_seconds_new_process"] < result["compile_seconds_cold"]
+    tokens = result["amortised_over_steps"] * smoke.train.batch_size * smoke.data.seq_len
+    naive_run, lacy_run = tokens / result["naive_tokens_per_s"], tokens / result["lacy_tokens_per_s"]
+    for key, seconds in (("speedup_vs_naive", "compile_seconds_cold"), ("speedup_vs_naive_warm_cache", "compile_seconds_warm"),
+                         ("speedup_vs_naive_new_process", "compile_seconds_new_process")):
+        assert result[key] == pytest.approx(naive_run / (lacy_run + result[seconds]))
+
+
 def test_get_or_train_many_trains_in_workers_as_one_thread_trains_here(smoke, cache_root, tmp_path):
     """Two runs side by side in worker processes give exactly the weights the same run gets when
     trained in this process with the workers' thread count; finished runs are reused, not retrained."""
