@@ -129,7 +129,7 @@ class TrainConfig:
     call_warmup: float = DEFAULT_CALL_WARMUP  # lacy_adaptive: fraction of max_steps before anything is delegated
     granularity: str = "batch"  # "batch" or "sequence": where selection quantiles are taken
     precision: str = "auto"  # "auto": bf16-mixed with bf16 units, 16-mixed on older GPUs, else fp32; or "32", "bf16-mixed", "16-mixed"
-    compile: str = "auto"  # torch.compile the step: "on", "off", "auto" (on for long GPU runs)
+    compile: str = "auto"  # torch.compile the model: "on", "off", "auto" (on for GPU runs >= 200 steps, CPU runs >= 2,500)
     val_every: int = 100
     val_batches: int = 8
     log_every: int = 10

@@ -10,7 +10,7 @@ import torch
 
 from lacy.profiles import ConfigError, ModelConfig, TrainConfig, get_profile
 from lacy.train import compile as compile_mod
-from lacy.train.compile import AUTO_MIN_STEPS, compile_cache_dir, resolve_compile
+from lacy.train.compile import AUTO_MIN_STEPS, CPU_AUTO_MIN_STEPS, compile_cache_dir, resolve_compile
 from lacy.train.model import build_slm
 from lacy.train.module import LacyLM
 
@@ -47,13 +47,17 @@ def test_compiled_loss_and_gradients_equal_eager(tmp_path):
     assert any((tmp_path / "inductor").rglob("*")), "Inductor wrote nothing to the lacy compile cache"
 
 
-def test_resolve_compile_auto_compiles_long_gpu_runs_only(monkeypatch):
+def test_resolve_compile_auto_compiles_long_runs_only(monkeypatch):
     monkeypatch.setattr(compile_mod, "has_cpp_compiler", lambda: True)
     assert resolve_compile("auto", "gpu", AUTO_MIN_STEPS) and not resolve_compile("auto", "gpu", AUTO_MIN_STEPS - 1)
-    assert not resolve_compile("auto", "cpu", 10**6)  # eager on CPU unless asked for
+    assert resolve_compile("auto", "cpu", CPU_AUTO_MIN_STEPS) and not resolve_compile("auto", "cpu", CPU_AUTO_MIN_STEPS - 1)
+    cpu = get_profile("cpu").train  # the book's CPU runs stay eager
+    assert not resolve_compile(cpu.compile, "cpu", cpu.max_steps)
+    assert not resolve_compile(get_profile("cpu").helper_train.compile, "cpu", get_profile("cpu").helper_train.max_steps)
     assert resolve_compile("on", "cpu", 1) and not resolve_compile("off", "gpu", 10**6)
     monkeypatch.setattr(compile_mod, "has_cpp_compiler", lambda: False)
     assert resolve_compile("on", "gpu", 10)  # the GPU backend needs no C++ compiler
+    assert not resolve_compile("auto", "cpu", 10**6)  # auto falls back to eager without one
     with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
         resolve_compile("on", "cpu", 10)
 
