@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import lightning as L
 import pandas as pd
@@ -389,3 +393,31 @@ def test_bench_runs_at_the_profiles_own_size_and_refuses_other_sizes(cache_root,
     assert result["runs"] == 2 and result["sizes"] == [-1] and result["params"] == [own, own]
     with pytest.raises(ValueError, match="indices into the 4 ladder sizes"):
         run(profile="smoke", max_steps=1, cache_root=cache_root, sizes=[4])
+
+
+def test_retain_freed_memory_switch(monkeypatch):
+    from lacy.train.memory import SWITCH, retain_freed_memory
+
+    monkeypatch.setenv(SWITCH, "0")
+    assert retain_freed_memory() is False
+    monkeypatch.setenv(SWITCH, "yes")
+    with pytest.raises(ValueError, match="LACY_RETAIN_FREED_MEMORY='yes': use 1 .* or 0"):
+        retain_freed_memory()
+    monkeypatch.setenv(SWITCH, "1")
+    assert retain_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.slow
+def test_retained_memory_changes_no_result(smoke_datamodule, cache_root, tmp_path):
+    """The same run in two fresh processes, with and without the glibc settings: identical weights and losses."""
+    summaries, weights = {}, {}
+    for switch in ("1", "0"):
+        out = tmp_path / f"retain-{switch}"
+        subprocess.run([sys.executable, "-m", "lacy.cli", "train", "--profile", "smoke", "--method", "lacy", "--no-progress",
+                        "--cache", str(cache_root), "--out", str(out), "--set", "train.max_steps=6"],
+                       env={**os.environ, "LACY_RETAIN_FREED_MEMORY": switch}, check=True, capture_output=True)
+        summaries[switch] = json.loads((out / "summary.json").read_text())
+        weights[switch] = (out / "model" / "model.safetensors").read_bytes()
+    assert summaries["1"]["retain_freed_memory"] is (platform.libc_ver()[0] == "glibc") and summaries["0"]["retain_freed_memory"] is False
+    assert weights["1"] == weights["0"]
+    assert summaries["1"]["val_loss"] == summaries["0"]["val_loss"]

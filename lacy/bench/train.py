@@ -48,6 +48,7 @@ from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 from lacy.bench.peak import gemm_peak_flops, machine_features
 from lacy.profiles import ModelConfig, get_profile
 from lacy.train.compile import resolve_compile
+from lacy.train.memory import retain_freed_memory
 from lacy.train.model import autocast_dtype, build_slm, count_parameters, resolve_precision
 from lacy.train.module import LacyLM
 
@@ -173,6 +174,7 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
     compile = resolve_compile(prof.train.compile, accelerator, prof.train.max_steps)
     dtype = autocast_dtype(precision) or torch.float32
     train_cfg = replace(prof.train, max_steps=10 * (steps + WARMUP_STEPS))
+    retained = retain_freed_memory()  # as lacy.train.run.train does; the naive step gets it too
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -205,7 +207,7 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
                     w, c = _timed(variants[name], batches[i % len(batches)])
                     wall[name] += w
                     cpu[name] += c
-        features = machine_features(dtype, compiled=compile)
+        features = {**machine_features(dtype, compiled=compile), "retain_freed_memory": retained}
     finally:
         torch.set_num_threads(previous_threads)
     tokens_per_step = batch_size * seq_len

@@ -44,6 +44,7 @@ from lacy.data.corpora import get_corpus
 from lacy.io import atomic_write, check_writable, save_npy_atomic, sha256_file, write_json_atomic
 from lacy.profiles import Profile, TrainConfig, resolve_processes
 from lacy.train.compile import compile_cache_dir, resolve_compile
+from lacy.train.memory import retain_freed_memory
 from lacy.train.model import autocast_dtype, build_slm, count_parameters, export_model, load_model, resolve_precision
 from lacy.train.module import LacyLM
 from lacy.train.objective import token_terms, without_call
@@ -294,6 +295,7 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
     write_run_record(out, settings)
     tcfg = profile.train
     accelerator = resolve_accelerator(tcfg.accelerator)
+    retained = retain_freed_memory()  # fewer page faults per step; changes no result (lacy.train.memory)
 
     dm = LacyDataModule(corpus, profile, seed=seed, cache_root=cache_root)
     dm.setup("fit")  # builds the token cache when missing, else verifies and loads it (once per run)
@@ -342,6 +344,7 @@ def train(corpus: str, method: str, profile: Profile, seed: int, out: str | Path
         "tokens_per_s": (steps - resumed_from) * tcfg.batch_size * profile.data.seq_len * trainer.world_size / max(seconds, 1e-9),
         "seconds": seconds, "steps": steps, "resumed_from_step": resumed_from,
         "precision": str(trainer.precision), "accelerator": accelerator, "compile": compiled, "threads": torch.get_num_threads(),
+        "retain_freed_memory": retained,
         "cache_key": dm.cache_key, "reference": str(reference) if reference else None,
         "config": profile.to_dict(),
     }
