@@ -51,9 +51,9 @@ def test_resolve_compile_auto_compiles_long_runs_only(monkeypatch):
     monkeypatch.setattr(compile_mod, "has_cpp_compiler", lambda: True)
     assert resolve_compile("auto", "gpu", AUTO_MIN_STEPS) and not resolve_compile("auto", "gpu", AUTO_MIN_STEPS - 1)
     assert resolve_compile("auto", "cpu", CPU_AUTO_MIN_STEPS) and not resolve_compile("auto", "cpu", CPU_AUTO_MIN_STEPS - 1)
-    cpu = get_profile("cpu").train  # the book's CPU runs stay eager
-    assert not resolve_compile(cpu.compile, "cpu", cpu.max_steps)
-    assert not resolve_compile(get_profile("cpu").helper_train.compile, "cpu", get_profile("cpu").helper_train.max_steps)
+    cpu = get_profile("cpu")  # the book's CPU runs stay eager
+    for train in (cpu.train, cpu.helper_train):
+        assert not resolve_compile(train.compile, "cpu", train.max_steps)
     assert resolve_compile("on", "cpu", 1) and not resolve_compile("off", "gpu", 10**6)
     monkeypatch.setattr(compile_mod, "has_cpp_compiler", lambda: False)
     assert resolve_compile("on", "gpu", 10)  # the GPU backend needs no C++ compiler

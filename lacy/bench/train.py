@@ -138,17 +138,22 @@ def new_process_compile_seconds(profile: str, overrides: Mapping[str, Any] | Non
     return float(child.stdout.strip().splitlines()[-1])
 
 
+def _precision_and_batches(prof, device: str, n: int) -> tuple[str, list[dict[str, torch.Tensor]]]:
+    """The precision ``prof.train.precision`` resolves to on ``device``, and ``n`` random batches there."""
+    accelerator = "gpu" if device.startswith("cuda") else "cpu"
+    batches = random_batches(n, prof.train.batch_size, prof.data.seq_len, prof.data.vocab_size)
+    return resolve_precision(prof.train.precision, accelerator), [{k: v.to(device) for k, v in b.items()} for b in batches]
+
+
 def _first_compiled_step_excess(profile: str, overrides: Mapping[str, Any], size: dict[str, Any],
                                 threads: int | None, device: str) -> float:
     """The child side of :func:`new_process_compile_seconds`: first step minus the mean of three more."""
     if threads:
         torch.set_num_threads(threads)
     prof = get_profile(profile, overrides)
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    precision = resolve_precision(prof.train.precision, accelerator)
+    precision, batches = _precision_and_batches(prof, device, 2)
     step, _ = lacy_step_fn("lacy", ModelConfig(**size), prof.data.vocab_size, prof.data.seq_len,
                            replace(prof.train, max_steps=100), precision, True, device)
-    batches = [{k: v.to(device) for k, v in b.items()} for b in random_batches(2, prof.train.batch_size, prof.data.seq_len, prof.data.vocab_size)]
     first = _timed(step, batches[0])[0]
     steady = sum(_timed(step, batches[i % 2])[0] for i in range(1, 4)) / 3
     return max(0.0, first - steady)
@@ -170,7 +175,7 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
     seq_len, batch_size, vocab_size = prof.data.seq_len, prof.train.batch_size, prof.data.vocab_size
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    precision = resolve_precision(prof.train.precision, accelerator)
+    precision, batches = _precision_and_batches(prof, device, 4)
     compile = resolve_compile(prof.train.compile, accelerator, prof.train.max_steps)
     dtype = autocast_dtype(precision) or torch.float32
     train_cfg = replace(prof.train, max_steps=10 * (steps + WARMUP_STEPS))
@@ -181,7 +186,6 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
     try:
         peak = gemm_peak_flops(dtype)
         peak_fp32 = peak if dtype == torch.float32 else gemm_peak_flops(torch.float32)
-        batches = [{k: v.to(device) for k, v in b.items()} for b in random_batches(4, batch_size, seq_len, vocab_size)]
         naive, n_naive = naive_step_fn(cfg, vocab_size, seq_len, prof.train.lr, device)
         variants = {"naive": naive}
         first_step: dict[str, float] = {}
