@@ -30,8 +30,7 @@ CALL_SHARE = 0.15  # the share of <CALL> targets LaCy trains (paper §4)
 def train_check(profile: Profile, device: str = "cuda", steps: int = 30, warmup: int = 3, batch_size: int = 16,
                 seed: int = 0) -> dict[str, Any]:
     """Time ``steps`` optimiser steps of the profile's SLM on random tokens (after ``warmup`` untimed ones)."""
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    precision = resolve_precision(profile.train.precision, accelerator)
+    precision = resolve_precision(profile.train.precision, torch.device(device).type)
     vocab, context = profile.data.vocab_size, profile.data.seq_len
     model = build_slm(profile.model, vocab, context, pad_id=0, bos_id=1, eos_id=2, seed=seed,
                       attn_implementation=resolve_attention("auto")).to(device).train()

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
 from lacy.bench.peak import gemm_peak_flops, machine_features
-from lacy.profiles import ModelConfig, get_profile
+from lacy.profiles import ModelConfig, Profile, get_profile
 from lacy.train.compile import resolve_compile
 from lacy.train.memory import retain_freed_memory
 from lacy.train.model import autocast_dtype, build_slm, count_parameters, resolve_precision
@@ -138,11 +138,11 @@ def new_process_compile_seconds(profile: str, overrides: Mapping[str, Any] | Non
     return float(child.stdout.strip().splitlines()[-1])
 
 
-def _precision_and_batches(prof, device: str, n: int) -> tuple[str, list[dict[str, torch.Tensor]]]:
+def _precision_and_batches(prof: Profile, device: str, n: int) -> tuple[str, list[dict[str, torch.Tensor]]]:
     """The precision ``prof.train.precision`` resolves to on ``device``, and ``n`` random batches there."""
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
     batches = random_batches(n, prof.train.batch_size, prof.data.seq_len, prof.data.vocab_size)
-    return resolve_precision(prof.train.precision, accelerator), [{k: v.to(device) for k, v in b.items()} for b in batches]
+    precision = resolve_precision(prof.train.precision, torch.device(device).type)
+    return precision, [{k: v.to(device) for k, v in b.items()} for b in batches]
 
 
 def _first_compiled_step_excess(profile: str, overrides: Mapping[str, Any], size: dict[str, Any],
@@ -174,9 +174,8 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
     cfg = size or prof.model
     seq_len, batch_size, vocab_size = prof.data.seq_len, prof.train.batch_size, prof.data.vocab_size
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
     precision, batches = _precision_and_batches(prof, device, 4)
-    compile = resolve_compile(prof.train.compile, accelerator, prof.train.max_steps)
+    compile = resolve_compile(prof.train.compile, torch.device(device).type, prof.train.max_steps)
     dtype = autocast_dtype(precision) or torch.float32
     train_cfg = replace(prof.train, max_steps=10 * (steps + WARMUP_STEPS))
     retained = retain_freed_memory()  # as lacy.train.run.train does; the naive step gets it too
