@@ -324,6 +324,9 @@ def test_bench_train_reports_rates_side_by_side():
     assert result["mfu"] == pytest.approx(flops / result["gemm_peak_flops"]) and 0 < result["mfu"] < 1
     assert result["features"]["dtype"] == "float32" and result["features"]["threads"] >= 1
     assert result["targets"] == targets("32-true") and result["steps"] == 2 and result["params"] > 0
+    assert 0 < result["naive_matmul_share"] and 0 < result["lacy_matmul_share"]
+    naive_step = 1 / result["naive_tokens_per_s"] * get_profile("smoke").train.batch_size * 64
+    assert result["speedup_ceiling_matmul_only"] == pytest.approx(naive_step / result["lacy_matmul_seconds_per_step"])
 
 
 @pytest.mark.slow

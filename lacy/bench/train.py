@@ -27,6 +27,15 @@ run on this machine pays, the cache being persistent). Measured on the 2-core Xe
 lacy's steps plus the cold compile; ``speedup_vs_naive_warm_cache`` adds the warm compile instead,
 ``speedup_vs_naive_new_process`` the new process's.
 ``mfu`` = model FLOPs/s (6 x parameters x tokens + attention) / the measured GEMM peak.
+
+Where the rest of a step goes (on a CPU): after the timed steps, :func:`matmul_seconds` profiles five
+more steps of ``naive`` and ``lacy`` (alternated) and sums the time spent inside matrix products
+(``mm``, ``bmm``, ``addmm``, ``baddbmm``). ``*_matmul_share`` is that time over the timed step time;
+``speedup_ceiling_matmul_only`` = naive step time / lacy's matmul time per step is the speed-up lacy's
+step would reach if everything but its matrix products (norms, rotary embeddings, SwiGLU, the
+vocabulary softmax, the optimizer, Python) cost nothing. It bounds what fusing the element-wise work
+can buy at this size: a target above it needs fewer or faster matmuls (bf16 units, a larger model).
+On a GPU these keys are ``None``: an op's CPU time there is its launch, not its work.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+from torch.profiler import ProfilerActivity, profile
 
 from lacy.bench.peak import gemm_peak_flops, machine_features
 from lacy.profiles import ModelConfig, Profile, get_profile
@@ -56,6 +66,8 @@ SPEEDUP_TARGETS = {"32-true": 1.5, "bf16-mixed": 2.5}  # fp32 machines; machines
 TARGET_LACY_OVERHEAD = 0.05
 CALL_ID, PAD_ID, BOS_ID, EOS_ID = 4, 0, 1, 2
 WARMUP_STEPS = 3
+MATMUL_OPS = frozenset({"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"})
+MATMUL_PROFILE_STEPS = 5
 
 Step = Callable[[dict[str, torch.Tensor]], None]
 
@@ -124,6 +136,14 @@ def _timed(step: Step, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - wall_start, time.process_time() - cpu_start
+
+
+def matmul_seconds(step: Step, batch: dict[str, torch.Tensor]) -> float:
+    """Seconds that one ``step`` on ``batch`` spends inside matrix products on the CPU
+    (:data:`MATMUL_OPS`, their own time as ``torch.profiler`` measures it)."""
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        step(batch)
+    return sum(e.self_cpu_time_total for e in trace.key_averages() if e.key in MATMUL_OPS) / 1e6
 
 
 def new_process_compile_seconds(profile: str, overrides: Mapping[str, Any] | None, size: ModelConfig,
@@ -210,6 +230,10 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
                     w, c = _timed(variants[name], batches[i % len(batches)])
                     wall[name] += w
                     cpu[name] += c
+            matmul = dict.fromkeys(("naive", "lacy"), 0.0 if device == "cpu" else None)
+            for i in range(MATMUL_PROFILE_STEPS if device == "cpu" else 0):  # interleaved, one profiled step of each per round
+                for name in matmul:
+                    matmul[name] += matmul_seconds(variants[name], batches[i % len(batches)]) / MATMUL_PROFILE_STEPS
         features = {**machine_features(dtype, compiled=compile), "retain_freed_memory": retained}
     finally:
         torch.set_num_threads(previous_threads)
@@ -242,6 +266,10 @@ def run(profile: str = "cpu", steps: int = 20, size: ModelConfig | None = None, 
     })
     if compile:
         result["compile_step_speedup"] = rate["lacy"] / rate["lacy_eager"]
+    measured = matmul["lacy"] is not None  # None (JSON null) off the CPU, where op time is launch time
+    result.update({f"{name}_matmul_share": seconds / step_seconds[name] if measured else None for name, seconds in matmul.items()})
+    result["lacy_matmul_seconds_per_step"] = matmul["lacy"]
+    result["speedup_ceiling_matmul_only"] = step_seconds["naive"] / matmul["lacy"] if measured else None
     return result
 
 
