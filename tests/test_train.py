@@ -310,7 +310,7 @@ def test_bench_cli_refuses_settings_where_a_bench_takes_none(capsys):
     assert "takes no --set settings" in capsys.readouterr().err
 
 
-def test_bench_train_reports_rates_side_by_side():
+def test_bench_train_reports_rates_side_by_side(capfd):
     from lacy.bench.train import flops_per_token, run, targets
 
     result = run(profile="smoke", steps=2, overrides={"train.precision": "32"})
@@ -327,6 +327,7 @@ def test_bench_train_reports_rates_side_by_side():
     assert 0 < result["naive_matmul_share"] and 0 < result["lacy_matmul_share"]
     naive_step = 1 / result["naive_tokens_per_s"] * get_profile("smoke").train.batch_size * 64
     assert result["speedup_ceiling_matmul_only"] == pytest.approx(naive_step / result["lacy_matmul_seconds_per_step"])
+    assert "profiler_st" not in capfd.readouterr().err  # the profiler's start/stop lines stay out of the output
 
 
 @pytest.mark.slow

@@ -46,9 +46,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -138,11 +138,31 @@ def _timed(step: Step, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
     return time.perf_counter() - wall_start, time.process_time() - cpu_start
 
 
+@contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: Kineto announces every profiler start and stop there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def matmul_seconds(step: Step, batch: dict[str, torch.Tensor]) -> float:
     """Seconds that one ``step`` on ``batch`` spends inside matrix products on the CPU
     (:data:`MATMUL_OPS`, their own time as ``torch.profiler`` measures it)."""
-    with profile(activities=[ProfilerActivity.CPU]) as trace:
+    trace = profile(activities=[ProfilerActivity.CPU])
+    with _c_stderr_silenced():
+        trace.start()
+    try:
         step(batch)
+    finally:
+        with _c_stderr_silenced():
+            trace.stop()
     return sum(e.self_cpu_time_total for e in trace.key_averages() if e.key in MATMUL_OPS) / 1e6
 
 
